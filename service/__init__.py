@@ -1,0 +1,1 @@
+"""softserve's HTTP service (built in the service issue)."""
