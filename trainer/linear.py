@@ -13,6 +13,9 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+# The artifact's input contract: features = pixels / PIXEL_SCALE for intensities 0..255.
+from trainer.artifacts import PIXEL_SCALE
+
 __all__ = [
     "PIXEL_SCALE",
     "Kind",
@@ -34,8 +37,6 @@ Kind = Literal["softmax", "binary"]
 Floats = NDArray[np.floating]
 Labels = NDArray[np.integer]
 
-# The input contract of every artifact: features = pixels / PIXEL_SCALE for intensities 0..255.
-PIXEL_SCALE = 255.0
 
 
 def pixels_to_features(pixels: NDArray[np.number]) -> NDArray[np.float32]:
@@ -82,6 +83,12 @@ def data_loss(kind: Kind, Z: Floats, y: Labels) -> float:
     return float(-np.mean(log_softmax(Z)[np.arange(len(y)), y]))
 
 
+# Scores are clamped to +-60 before exp in the training step: a probability below e^-60 (1e-26)
+# changes nothing in float32, but e^-88 and beyond are subnormal numbers, and one subnormal in the
+# gradient makes the next matmul up to 70x slower on x86 (measured here: 3.6 ms instead of 50 us).
+EXP_FLOOR_NEG = 60.0
+
+
 class LossGrad(NamedTuple):
     """One batch's regularised loss and gradients, with by-products for progress reports."""
 
@@ -93,26 +100,36 @@ class LossGrad(NamedTuple):
 
 
 def loss_and_grad(kind: Kind, W: Floats, b: Floats, X: Floats, y: Labels, l2: float) -> LossGrad:
-    """Regularised mean loss of one batch and its gradients, from a single forward pass."""
-    Z = logits(W, b, X)
+    """Regularised mean loss of one batch and its gradients, from a single forward pass.
+
+    This is the training loop's inner step, so it works in place on the (N, K) scores and takes
+    each by-product from what the gradient needs anyway.
+    """
+    Z = X @ W
+    Z += b
     n = X.shape[0]
     if kind == "binary":
         z = Z[:, 0]
         ce = float(np.mean(np.logaddexp(0.0, z) - y * z))
-        G = (sigmoid(Z) - y[:, None]) / n
+        n_correct = int(np.count_nonzero((z > 0) == (y == 1)))
+        G = (sigmoid(np.clip(Z, -EXP_FLOOR_NEG, EXP_FLOOR_NEG)) - y[:, None]) / n
     else:
-        log_p = log_softmax(Z)
         rows = np.arange(n)
-        ce = float(-np.mean(log_p[rows, y]))
-        G = np.exp(log_p)
-        G[rows, y] -= 1.0
-        G /= n
+        Z -= Z.max(axis=1, keepdims=True)
+        z_true = Z[rows, y]
+        # after the shift the largest score is 0: the row is right when its target's score is 0
+        n_correct = int(np.count_nonzero(z_true == 0))
+        np.maximum(Z, -EXP_FLOOR_NEG, out=Z)
+        G = np.exp(Z, out=Z)
+        total = G.sum(axis=1)
+        ce = float(np.mean(np.log(total) - z_true))  # -log softmax of the target, stably
+        G /= (total * n)[:, None]
+        G[rows, y] -= 1.0 / n
     gW = X.T @ G
     reg = 0.0
     if l2:
         gW += l2 * W
         reg = 0.5 * l2 * float(np.vdot(W, W))
-    n_correct = int(np.count_nonzero(predict_labels(kind, Z) == y))
     return LossGrad(ce + reg, gW, G.sum(axis=0), ce, n_correct)
 
 
