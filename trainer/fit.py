@@ -116,7 +116,10 @@ def fit(
     if len(val_idx):
         evals["validation"] = (X[val_idx], targets[val_idx])
     if test is not None:
-        evals["test"] = ((pixels_to_features(test[0]) - mean) / scale, test[1])
+        X_test = pixels_to_features(test[0])
+        X_test -= mean
+        X_test /= scale
+        evals["test"] = (X_test, test[1])
 
     run = _Run(config, X, targets, evals, n_outputs, rng, progress, should_stop)
     W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=bool(evals))
@@ -128,7 +131,9 @@ def fit(
         W, b, refit_history, _ = run.train("refit", fit_rows, best, keep_best=False)
         history += refit_history
 
-    metrics = {"train": evaluate(config.model, logits(W, b, X[fit_rows]), targets[fit_rows])}
+    # scores of every row are small (N, K); gathering the rows of X first would copy all of X
+    train_scores = logits(W, b, X)[fit_rows]
+    metrics = {"train": evaluate(config.model, train_scores, targets[fit_rows])}
     if run.best_validation:
         metrics["validation"] = dict(run.best_validation)
     if test is not None:
