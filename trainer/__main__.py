@@ -17,8 +17,9 @@ from typing import Never, NoReturn
 from tqdm import tqdm
 
 from trainer import data, report
-from trainer.artifacts import ArtifactError, save
+from trainer.artifacts import ArtifactError, load, save
 from trainer.config import ConfigError, TrainConfig
+from trainer.evaluate import evaluate_artifact
 from trainer.fit import EpochRecord, Progress
 from trainer.train import train_model
 
@@ -70,6 +71,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="CLASS",
         help="binary: negative classes (default: all the others)",
     )
+    _data_args(parser)
+    add("--plot", type=Path, metavar="PNG", help="draw the curves (needs softserve[plot])")
+    add("--quiet", action="store_true", help="no progress bar or per-epoch rows")
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
     add(
         "--data-dir",
         type=Path,
@@ -88,16 +96,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="base URL for --download (default: the official Fashion-MNIST files)",
     )
     add("--class-names", nargs="+", metavar="NAME", help="names of the dataset's classes")
-    add("--plot", type=Path, metavar="PNG", help="draw the curves (needs softserve[plot])")
-    add("--quiet", action="store_true", help="no progress bar or per-epoch rows")
 
 
-def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _parsers() -> dict[str, argparse.ArgumentParser]:
     train = _Parser(
         prog=PROG,
         description="Train a softmax or binary logistic regression model "
-        "on 28x28 images and write a .npz artifact. `python -m trainer sweep --help` "
-        "compares learning rates.",
+        "on 28x28 images and write a .npz artifact. Other commands: `python -m trainer sweep "
+        "--help` compares learning rates, `python -m trainer evaluate --help` re-measures "
+        "saved artifacts.",
     )
     _common(train)
     train.add_argument(
@@ -121,7 +128,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     _common(sweep)
     sweep.add_argument("--lr", "--learning-rate", dest="lr", type=float, nargs="+", required=True)
-    return train, sweep
+    evaluate = _Parser(
+        prog=f"{PROG} evaluate",
+        description="Measure saved artifacts on the dataset's test split and compare with the "
+        "test metrics stored in them.",
+    )
+    evaluate.add_argument("artifacts", type=Path, nargs="+", metavar="NPZ")
+    _data_args(evaluate)
+    return {"train": train, "sweep": sweep, "evaluate": evaluate}
 
 
 def _config(args: argparse.Namespace, lr: float, **changes: object) -> TrainConfig:
@@ -246,13 +260,30 @@ def _sweep(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    artifacts = [(path, load(path)) for path in args.artifacts]  # reject bad files before loading
+    dataset = _load(args)
+    rows = []
+    for path, artifact in artifacts:
+        measured = evaluate_artifact(artifact, dataset)
+        stored = artifact.meta.get("metrics", {}).get("test", {})
+        rows.append(
+            [str(path), artifact.kind, artifact.version]
+            + [f"{stored.get(k, float('nan')):.4f}" for k in ("accuracy", "loss")]
+            + [f"{measured[k]:.4f}" for k in ("accuracy", "loss")]
+        )
+    header = ["artifact", "kind", "version", "stored_acc", "stored_loss", "test_acc", "test_loss"]
+    print(report.table(header, rows))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    train_parser, sweep_parser = _parsers()
-    sweeping = bool(argv) and argv[0] == "sweep"
-    args = sweep_parser.parse_args(argv[1:]) if sweeping else train_parser.parse_args(argv)
+    parsers = _parsers()
+    command = argv[0] if argv and argv[0] in ("sweep", "evaluate") else "train"
+    args = parsers[command].parse_args(argv[1:] if command != "train" else argv)
+    run = {"train": _train, "sweep": _sweep, "evaluate": _evaluate}[command]
     try:
-        _sweep(args) if sweeping else _train(args)
+        run(args)
     except (ConfigError, data.DataError, ArtifactError, report.PlotError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
