@@ -38,7 +38,6 @@ Floats = NDArray[np.floating]
 Labels = NDArray[np.integer]
 
 
-
 def pixels_to_features(pixels: NDArray[np.number]) -> NDArray[np.float32]:
     """(N, 784) intensities 0..255 (any numeric dtype) -> (N, 784) float32 features in 0..1."""
     features = np.asarray(pixels, dtype=np.float32)
@@ -80,7 +79,7 @@ def data_loss(kind: Kind, Z: Floats, y: Labels) -> float:
         z = Z[:, 0]
         # -log sigmoid(z) for y=1 and -log(1 - sigmoid(z)) for y=0, both as logaddexp(0, -+z).
         return float(np.mean(np.logaddexp(0.0, z) - y * z))
-    return float(-np.mean(log_softmax(Z)[np.arange(len(y)), y]))
+    return float(np.mean(-log_softmax(Z)[np.arange(len(y)), y]))  # a perfect fit is +0.0, not -0.0
 
 
 # Scores are clamped to +-60 before exp in the training step: a probability below e^-60 (1e-26)
@@ -117,8 +116,7 @@ def loss_and_grad(kind: Kind, W: Floats, b: Floats, X: Floats, y: Labels, l2: fl
         rows = np.arange(n)
         Z -= Z.max(axis=1, keepdims=True)
         z_true = Z[rows, y]
-        # after the shift the largest score is 0: the row is right when its target's score is 0
-        n_correct = int(np.count_nonzero(z_true == 0))
+        n_correct = int(np.count_nonzero(Z.argmax(axis=1) == y))  # ties go to the first, as predict
         np.maximum(Z, -EXP_FLOOR_NEG, out=Z)
         G = np.exp(Z, out=Z)
         total = G.sum(axis=1)
