@@ -283,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parsers[command].parse_args(argv[1:] if command != "train" else argv)
     run = {"train": _train, "sweep": _sweep, "evaluate": _evaluate}[command]
     try:
+        if getattr(args, "plot", None):
+            report.require_matplotlib()
         run(args)
     except (ConfigError, data.DataError, ArtifactError, report.PlotError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

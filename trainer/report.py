@@ -16,6 +16,7 @@ __all__ = [
     "metrics_table",
     "plot_history",
     "plot_sweep",
+    "require_matplotlib",
     "table",
 ]
 
@@ -68,6 +69,11 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         names += [k for k in split if k not in names and k != "epoch"]
     rows = [[split, *(_num(values.get(n)) for n in names)] for split, values in metrics.items()]
     return table(["split", *names], rows)
+
+
+def require_matplotlib() -> None:
+    """Fail before any work when a plot is asked for and matplotlib is missing."""
+    _pyplot()
 
 
 def _pyplot() -> Any:
