@@ -27,9 +27,9 @@ class TrainConfig:
     """Defaults are the shipped models' settings (see README, "Shipped models")."""
 
     model: Kind = "softmax"
-    epochs: int = 12  # passes over the training split in the selection run
-    batch_size: int = 128
-    learning_rate: float = 0.03  # peak rate; the schedule decays it
+    epochs: int = 10  # passes over the training split in the selection run
+    batch_size: int = 256
+    learning_rate: float = 0.1  # peak rate; the schedule decays it
     l2: float = 3e-4  # weight decay on standardised features; the bias is not penalised
     optimizer: Optimizer = "momentum"
     momentum: float = 0.9  # also Adam's beta1
