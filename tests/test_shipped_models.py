@@ -1,0 +1,58 @@
+"""The committed models/*.npz: valid, trained by today's CLI defaults, and as good as they claim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.artifacts import Artifact, load
+from trainer.config import TrainConfig
+from trainer.data import FASHION_MNIST_CLASSES, FASHION_MNIST_SHA256, load_dataset
+from trainer.evaluate import evaluate_artifact
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+KINDS = ("softmax", "binary")
+# A regression guard, not the goal: the issue asks for 0.846. Linear softmax on raw pixels tops out
+# near 0.8455 here (0.8453 +- 0.0005 over 8 seeds; scikit-learn's best is saga's 0.8457), and the
+# shipped model (seed 0) scores 0.8451. See README, "Results".
+SOFTMAX_FLOOR = 0.845
+
+
+def _shipped(kind: str) -> Artifact:
+    return load(MODELS / f"{kind}.npz")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_model_is_valid_fashion_mnist_artifact(kind: str) -> None:
+    artifact = _shipped(kind)
+    assert artifact.kind == kind
+    assert artifact.meta["dataset"]["name"] == "fashion-mnist"
+    assert artifact.meta["dataset"]["sha256"] == FASHION_MNIST_SHA256
+    if kind == "softmax":
+        assert artifact.class_names == FASHION_MNIST_CLASSES
+    else:
+        assert artifact.meta["binary"]["dataset_class_names"] == list(FASHION_MNIST_CLASSES)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_model_was_trained_with_the_cli_defaults(kind: str) -> None:
+    """README: `python -m trainer --model KIND` reproduces the file, so the configs must match."""
+    stored = dict(_shipped(kind).meta["training"])
+    for derived in ("best_epoch", "n_train", "n_validation", "n_test"):
+        stored.pop(derived)
+    assert stored == TrainConfig(model=kind).to_dict()  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_model_reproduces_its_metrics_on_real_data(kind: str, real_data_dir: Path) -> None:
+    artifact = _shipped(kind)
+    measured = evaluate_artifact(artifact, load_dataset(real_data_dir))
+    stored = artifact.meta["metrics"]["test"]
+    for name, value in measured.items():
+        assert value == pytest.approx(stored[name], abs=1e-6), name
+    if kind == "softmax":
+        assert measured["accuracy"] >= SOFTMAX_FLOOR
+    else:
+        assert measured["roc_auc"] >= 0.9
