@@ -122,7 +122,7 @@ def fit(
         evals["test"] = (X_test, test[1])
 
     run = _Run(config, X, targets, evals, n_outputs, rng, progress, should_stop)
-    W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=bool(evals))
+    W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=len(val_idx) > 0)
     fit_rows = train_idx
     if config.refit and len(val_idx):
         fit_rows = np.arange(len(targets))
