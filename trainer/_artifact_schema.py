@@ -17,11 +17,11 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
+from trainer.errors import TrainerError
+
 SCHEMA_VERSION = 1
 FORMAT = "softserve.linear"
-N_FEATURES = 784
-IMAGE_SHAPE = (28, 28)
-PIXEL_SCALE = 255.0
 
 KINDS = ("softmax", "binary")
 REQUIRED_META = (
@@ -34,7 +34,7 @@ _BINARY_LISTS = ("positive_classes", "negative_classes", "dataset_class_names")
 VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
 
 
-class ArtifactError(Exception):
+class ArtifactError(TrainerError):
     """Any problem with an artifact. ``str(err)`` is ``"<where>: <problem>"``."""
 
     def __init__(self, where: str, problem: str) -> None:

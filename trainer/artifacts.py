@@ -25,9 +25,6 @@ from numpy.typing import NDArray
 
 from trainer._artifact_schema import (
     FORMAT,
-    IMAGE_SHAPE,
-    N_FEATURES,
-    PIXEL_SCALE,
     REQUIRED_META,
     SCHEMA_VERSION,
     ArtifactError,
@@ -37,6 +34,7 @@ from trainer._artifact_schema import (
     utc_now_iso,
     validate,
 )
+from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
 
 __all__ = [
     "FORMAT",

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from trainer.errors import TrainerError
 from trainer.linear import Kind
 
 __all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "ConfigError", "Optimizer", "Schedule", "TrainConfig"]
@@ -18,7 +19,7 @@ MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 65536
 
 
-class ConfigError(ValueError):
+class ConfigError(TrainerError):
     """A hyper-parameter out of range; the message names it and the value."""
 
 

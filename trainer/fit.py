@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trainer.config import TrainConfig
+from trainer.errors import TrainerError
 from trainer.linear import fold_standardization, logits, loss_and_grad, pixels_to_features
 from trainer.metrics import evaluate
 from trainer.optim import Stepper, schedule_factor
@@ -31,7 +32,7 @@ Targets = NDArray[np.intp]
 STD_FLOOR = 0.05
 
 
-class Cancelled(Exception):
+class Cancelled(TrainerError):
     """Raised between batches when the caller's ``should_stop`` returns true."""
 
 

@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.errors import TrainerError
+
 __all__ = ["DataError", "decompressed", "load_images", "load_labels", "read_idx"]
 
 _IDX_DTYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
                0x0D: "float32", 0x0E: "float64"}  # fmt: skip
 
 
-class DataError(Exception):
+class DataError(TrainerError):
     """Any problem finding, downloading or reading a dataset; the message says what and where."""
 
 

@@ -13,8 +13,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-# The artifact's input contract: features = pixels / PIXEL_SCALE for intensities 0..255.
-from trainer.artifacts import PIXEL_SCALE
+from trainer.contract import PIXEL_SCALE
 
 __all__ = [
     "PIXEL_SCALE",

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from trainer.config import MAX_BATCH_SIZE, MAX_EPOCHS, ConfigError, Optimizer, Schedule, TrainConfig
 from trainer.data import FASHION_MNIST_CLASSES
+from trainer.errors import TrainerError
 from trainer.optim import Stepper, schedule_factor
 from trainer.tasks import Task, make_task, resolve_classes
 
@@ -76,7 +77,7 @@ def test_invalid_field_raises_config_error_naming_it(field: str, value: Any) -> 
         TrainConfig(**{field: value})
     assert str(info.value).startswith(f"{field} ")
     assert str(info.value).endswith(f"got {value!r}")
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, TrainerError)
     with pytest.raises(ConfigError, match=f"^{field} "):
         TrainConfig().replace(**{field: value})  # replace checks again
 
