@@ -46,7 +46,7 @@ def fit_ours(config: TrainConfig, dataset: Dataset) -> Fitted:
             curve.append((seconds, p.record.test_accuracy, f"{p.phase} {p.epoch}"))
 
     started = time.perf_counter()
-    result = fit(config, *train, test, n_outputs=len(task.output_names), progress=on_progress)
+    result = fit(config, *train, test, n_outputs=task.n_outputs, progress=on_progress)
     seconds = time.perf_counter() - started
     note = f"best epoch {result.best_epoch} of {config.epochs}, refit={config.refit}"
     return Fitted(seconds, result.metrics["test"]["accuracy"], note, curve)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,10 +67,35 @@ class TrainConfig:
             raise bad("schedule", "must be 'cosine', 'step' or 'constant'")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise bad("seed", "must be a whole number >= 0")
+        for name in ("positive", "negative"):
+            classes = getattr(self, name)
+            if not isinstance(classes, tuple) or not all(isinstance(c, str) for c in classes):
+                raise bad(name, "must be a tuple of class names or indices (as strings)")
         if self.model == "binary" and not self.positive:
             raise bad("positive", "must name at least one class for a binary model")
-        if set(self.positive) & set(self.negative):
-            raise bad("negative", "must not repeat a positive class")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from JSON-like values, such as a request body: unknown keys are named, lists
+        of classes become tuples, and a bare string is not taken for a list of classes."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise ConfigError(
+                f"unknown training parameter {', '.join(map(repr, unknown))}: "
+                f"expected some of {', '.join(sorted(known))}"
+            )
+        fields = dict(values)
+        for name in ("positive", "negative"):
+            if name in fields:
+                classes = fields[name]
+                if not isinstance(classes, list | tuple) or not all(
+                    isinstance(c, str | int) and not isinstance(c, bool) for c in classes
+                ):
+                    raise ConfigError(
+                        f"{name} must be a list of class names or indices, got {classes!r}"
+                    )
+                fields[name] = tuple(str(c) for c in classes)
+        return cls(**fields)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed, checked again."""

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trainer import fetch
-from trainer.fetch import FASHION_MNIST_SHA256, FILES, OFFICIAL_URL, Progress, download
+from trainer.fetch import FASHION_MNIST_SHA256, FILES, OFFICIAL_URL, DownloadProgress, download
 from trainer.idx import DataError, load_images, load_labels, read_idx
 
 __all__ = [
@@ -128,7 +128,7 @@ def load_dataset(
     cache_dir: Path | None = None,
     base_url: str = OFFICIAL_URL,
     class_names: Sequence[str] | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
 ) -> Dataset:
     """Find (downloading Fashion-MNIST into the cache if asked and needed), read and check data."""
     if download and data_dir is None:

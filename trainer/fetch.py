@@ -7,13 +7,14 @@ import http.client
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from trainer.idx import DataError, decompressed
 
-__all__ = ["FASHION_MNIST_SHA256", "FILES", "OFFICIAL_URL", "Progress", "download"]
+__all__ = ["FASHION_MNIST_SHA256", "FILES", "OFFICIAL_URL", "DownloadProgress", "download"]
 
 OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES: dict[str, str] = {
@@ -30,7 +31,7 @@ FASHION_MNIST_SHA256: dict[str, str] = {
     "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 _CHUNK = 1 << 16
-Progress = Callable[[str, int, int | None], None]
+DownloadProgress = Callable[[str, int, int | None], None]
 
 
 def _sha_or_none(path: Path) -> str | None:
@@ -41,12 +42,17 @@ def _sha_or_none(path: Path) -> str | None:
         return None
 
 
-def _fetch(url: str, dest: Path, name: str, timeout: float, progress: Progress | None) -> None:
+def _fetch(
+    url: str, dest: Path, name: str, timeout: float, progress: DownloadProgress | None
+) -> None:
     """Stream url into the file dest and fsync it; network trouble -> DataError."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, dest.open("wb") as out:
             length = resp.headers.get("Content-Length")
-            total, done = (int(length) if length and length.isdigit() else None), 0
+            total, done = (
+                (int(length) if length and length.isascii() and length.isdecimal() else None),
+                0,
+            )
             while chunk := resp.read(_CHUNK):
                 out.write(chunk)
                 done += len(chunk)
@@ -71,7 +77,7 @@ def download(
     base_url: str = OFFICIAL_URL,
     checksums: Mapping[str, str] = FASHION_MNIST_SHA256,
     timeout: float = 60.0,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
 ) -> Path:
     """Fetch the four ``<name>.gz`` files into cache_dir, each verified, and return cache_dir.
 
@@ -83,6 +89,8 @@ def download(
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{cache}: cannot create the download folder: {e.strerror or e}") from None
+    if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+        raise DataError(f"download URL must start with http:// or https://, got {base_url!r}")
     base = base_url if base_url.endswith("/") else base_url + "/"
     for role, stem in FILES.items():
         name, expected = f"{stem}.gz", checksums[role]

@@ -7,6 +7,7 @@ scikit-learn's ``GridSearchCV(refit=True)`` does. The test set is only ever repo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trainer.config import TrainConfig
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, TrainingError
 from trainer.linear import fold_standardization, logits, loss_and_grad, pixels_to_features
 from trainer.metrics import evaluate
 from trainer.optim import Stepper, schedule_factor
@@ -173,6 +174,13 @@ def _standardized(
     return X, mean, scale
 
 
+def _diverged(phase: Phase, epoch: int, batch: int, what: str) -> TrainingError:
+    return TrainingError(
+        f"training diverged in {phase} epoch {epoch}, batch {batch + 1} ({what}): "
+        "lower the learning rate or the L2 penalty"
+    )
+
+
 class _Run:
     """The state shared by the selection run and the refit: data, evaluation sets, callbacks."""
 
@@ -215,7 +223,13 @@ class _Run:
                 if self.should_stop is not None and self.should_stop():
                     raise Cancelled(f"cancelled in {phase} epoch {epoch}, batch {batch + 1}")
                 idx = order[batch * bs : (batch + 1) * bs]
-                step = loss_and_grad(kind, W, b, self.X[idx], self.y[idx], cfg.l2)
+                try:
+                    with np.errstate(over="raise", invalid="raise", divide="raise"):
+                        step = loss_and_grad(kind, W, b, self.X[idx], self.y[idx], cfg.l2)
+                except FloatingPointError as exc:
+                    raise _diverged(phase, epoch, batch, f"{exc}") from None
+                if not math.isfinite(step.loss):
+                    raise _diverged(phase, epoch, batch, f"the loss is {step.loss}")
                 lr = cfg.learning_rate * schedule_factor(
                     cfg.schedule, ((epoch - 1) * batches + batch) / total_steps
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def read_idx(path: Path) -> tuple[NDArray[np.uint8], str]:
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if 0 in dims:
         raise DataError(f"{path}: header declares an empty dimension: {'x'.join(map(str, dims))}")
-    expected, held = int(np.prod(dims, dtype=np.int64)), len(data) - start
+    expected, held = math.prod(dims), len(data) - start  # Python ints: no overflow
     if held < expected:
         raise DataError(
             f"{path}: truncated: header promises {expected} bytes of data, file holds {held}"

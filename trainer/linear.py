@@ -108,9 +108,12 @@ def loss_and_grad(kind: Kind, W: Floats, b: Floats, X: Floats, y: Labels, l2: fl
     n = X.shape[0]
     if kind == "binary":
         z = Z[:, 0]
-        ce = float(np.mean(np.logaddexp(0.0, z) - y * z))
+        target = y.astype(Z.dtype)  # keep float32 batches in float32: y is an integer array
+        ce = float(np.mean(np.logaddexp(0.0, z) - target * z))
         n_correct = int(np.count_nonzero((z > 0) == (y == 1)))
-        G = (sigmoid(np.clip(Z, -EXP_FLOOR_NEG, EXP_FLOOR_NEG)) - y[:, None]) / n
+        G = sigmoid(np.clip(Z, -EXP_FLOOR_NEG, EXP_FLOOR_NEG))
+        G -= target[:, None]
+        G /= n
     else:
         rows = np.arange(n)
         Z -= Z.max(axis=1, keepdims=True)

@@ -19,7 +19,7 @@ def resolve_classes(specs: Sequence[str], class_names: Sequence[str]) -> tuple[i
     found: set[int] = set()
     for spec in specs:
         text = str(spec).strip()
-        if text.isdigit() and int(text) < len(class_names):
+        if text.isascii() and text.isdecimal() and int(text) < len(class_names):
             found.add(int(text))
         elif text.casefold() in by_name:
             found.add(by_name[text.casefold()])
@@ -44,6 +44,11 @@ class Task:
     def binary(self) -> bool:
         return bool(self.positive)
 
+    @property
+    def n_outputs(self) -> int:
+        """Columns of the model's weights: one per class, or one logit for a binary task."""
+        return 1 if self.binary else len(self.output_names)
+
     def apply(
         self, images: NDArray[np.uint8], labels: NDArray[np.integer]
     ) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
@@ -65,8 +70,9 @@ def make_task(config: TrainConfig, class_names: Sequence[str]) -> Task:
         if config.negative
         else tuple(i for i in range(len(class_names)) if i not in positive)
     )
-    if set(positive) & set(negative):
-        raise ConfigError("a class cannot be both positive and negative")
+    if both := sorted(set(positive) & set(negative)):
+        names = ", ".join(repr(class_names[i]) for i in both)
+        raise ConfigError(f"a class cannot be both positive and negative: {names}")
     if not negative:
         raise ConfigError("a binary model needs at least one negative class")
 

@@ -28,10 +28,9 @@ def train_model(
     task = make_task(config, dataset.class_names)
     images, targets = task.apply(dataset.train_images, dataset.train_labels)
     test = task.apply(dataset.test_images, dataset.test_labels)
-    n_outputs = 1 if task.binary else len(task.output_names)
     result = fit(
         config, images, targets, test,
-        n_outputs=n_outputs, progress=progress, should_stop=should_stop,
+        n_outputs=task.n_outputs, progress=progress, should_stop=should_stop,
     )  # fmt: skip
     binary = None
     if task.binary:

@@ -111,9 +111,11 @@ def test_binary_needs_a_positive_class() -> None:
     assert TrainConfig(model="softmax", positive=()).positive == ()  # only binary needs one
 
 
-def test_positive_and_negative_must_not_overlap() -> None:
-    with pytest.raises(ConfigError, match=r"^negative must not repeat a positive class"):
-        TrainConfig(model="binary", positive=("Shirt", "Coat"), negative=("Coat",))
+def test_positive_and_negative_overlap_is_caught_by_the_task() -> None:
+    """The config cannot know that 'shirt' and '6' name one class; make_task checks by index."""
+    config = TrainConfig(model="binary", positive=("Shirt", "Coat"), negative=("6",))
+    with pytest.raises(ConfigError, match=r"both positive and negative: 'Shirt'"):
+        make_task(config, FASHION_MNIST_CLASSES)
 
 
 def test_config_is_frozen() -> None:
@@ -289,3 +291,28 @@ def test_adam_first_step_moves_each_coordinate_by_the_learning_rate() -> None:
     Stepper("adam", [p], momentum=0.9).step([np.array([1e-3, -5.0, 200.0], np.float32)], lr=0.01)
     np.testing.assert_allclose(p, [-0.01, 0.01, -0.01], rtol=1e-4)
     assert math.isfinite(float(p.sum()))
+
+
+@pytest.mark.parametrize("spec", ["²", "٣", "1.0", "-1", "10"])
+def test_class_specs_that_only_look_numeric_are_unknown_classes(spec: str) -> None:
+    with pytest.raises(ConfigError, match=r"unknown class"):
+        resolve_classes([spec], FASHION_MNIST_CLASSES)
+
+
+def test_from_dict_round_trips_and_names_what_is_wrong() -> None:
+    config = TrainConfig(model="binary", positive=("Shirt", "6"), negative=("Coat",), epochs=3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainConfig.from_dict({"model": "binary", "positive": [6]}).positive == ("6",)
+    with pytest.raises(ConfigError, match=r"unknown training parameter 'epoch', 'lr': expected"):
+        TrainConfig.from_dict({"epoch": 3, "lr": 0.1})
+    with pytest.raises(ConfigError, match=r"positive must be a list of class names or indices"):
+        TrainConfig.from_dict({"model": "binary", "positive": "Shirt"})
+    with pytest.raises(ConfigError, match=r"negative must be a list"):
+        TrainConfig.from_dict({"model": "binary", "negative": [True]})
+    with pytest.raises(ConfigError, match=r"positive must be a tuple"):
+        TrainConfig(model="binary", positive=["Shirt"])  # type: ignore[arg-type]
+
+
+def test_task_outputs_are_one_logit_for_binary_and_one_per_class_for_softmax() -> None:
+    assert make_task(TrainConfig(), FASHION_MNIST_CLASSES).n_outputs == 10
+    assert make_task(TrainConfig(model="binary"), FASHION_MNIST_CLASSES).n_outputs == 1

@@ -472,3 +472,17 @@ def test_download_real_fashion_mnist_from_local_mirror(
     assert ds.name == "fashion-mnist"
     assert ds.source == str((tmp_path / "cache").resolve())
     assert ds.train_images.shape == (60000, 784)
+
+
+def test_dimensions_whose_product_overflows_int64_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge"
+    path.write_bytes(_idx(0x08, (65536, 65536, 65536, 65536), b"\x00" * 16))
+    with pytest.raises(DataError, match="truncated: header promises 18446744073709551616 bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("url", ["example.com/fashion", "file:///etc/", "ftp://127.0.0.1/x/"])
+def test_download_refuses_urls_that_are_not_http(tmp_path: Path, url: str) -> None:
+    with pytest.raises(DataError, match="must start with http:// or https://"):
+        data.download(tmp_path / "cache", base_url=url)
+    assert not list((tmp_path / "cache").glob("*"))

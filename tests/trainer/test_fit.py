@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 from numpy.typing import NDArray
 
 from tests.synthetic import make_images
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
+from trainer.errors import TrainerError, TrainingError
 from trainer.fit import Cancelled, EpochRecord, FitResult, Progress, fit, split_validation
+from trainer.idx import DataError
 from trainer.linear import Kind, logits, pixels_to_features
 from trainer.metrics import evaluate
 
@@ -251,3 +254,17 @@ def test_should_stop_cancels_between_batches(calls_allowed: int, where: str) -> 
         )  # fmt: skip
     assert len(calls) == calls_allowed + 1  # asked once per batch, and nothing after the stop
     assert len(events) == calls_allowed  # every batch that ran was reported
+
+
+@pytest.mark.parametrize("kind", ["softmax", "binary"])
+def test_a_diverging_run_stops_with_a_training_error_naming_the_fix(kind: Kind) -> None:
+    with pytest.raises(TrainingError, match=r"diverged in select epoch 1, batch \d+ .*lower the"):
+        _run(kind, learning_rate=100.0, l2=100.0, batch_size=8)
+
+
+def test_trainer_errors_survive_pickling_to_a_parent_process() -> None:
+    for error in (TrainingError("diverged"), Cancelled("stop"), ConfigError("bad"),
+                  DataError("gone")):  # fmt: skip
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert isinstance(copy, TrainerError)

@@ -287,3 +287,15 @@ def test_a_perfect_fit_has_loss_plus_zero_not_minus_zero() -> None:
     assert f"{data_loss('softmax', Z, y):.4f}" == "0.0000"
     right = np.array([1, 0], dtype=np.intp)  # logit +1e4 -> class 1, -1e4 -> class 0
     assert f"{data_loss('binary', np.array([[1e4], [-1e4]]), right):.4f}" == "0.0000"
+
+
+@pytest.mark.parametrize("kind", ["softmax", "binary"])
+def test_float32_batches_give_float32_gradients(kind: Kind) -> None:
+    """Training is float32: an integer target array must not promote the step to float64."""
+    rng = np.random.default_rng(0)
+    X = rng.random((16, 784), dtype=np.float32)
+    K = 1 if kind == "binary" else 10
+    W, b = np.zeros((784, K), np.float32), np.zeros(K, np.float32)
+    y = rng.integers(0, 2 if kind == "binary" else K, 16).astype(np.intp)
+    step = loss_and_grad(kind, W, b, X, y, 1e-3)
+    assert step.gW.dtype == np.float32 and step.gb.dtype == np.float32
