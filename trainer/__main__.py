@@ -7,6 +7,7 @@ python -m trainer sweep --lr 0.01 0.1 1 --plot sweep.png  # compares learning ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from trainer import commands, data, report
-from trainer.artifacts import ArtifactError
 from trainer.config import ConfigError, TrainConfig
+from trainer.errors import TrainerError
 
 PROG = "python -m trainer"
 
@@ -30,13 +31,28 @@ class _Parser(argparse.ArgumentParser):
 def _common(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     add = parser.add_argument
-    add("--model", choices=["softmax", "binary"], default=d.model)
+    add(
+        "--model",
+        choices=["softmax", "binary"],
+        default=d.model,
+        help="softmax: one output per class; binary: --positive classes vs the rest (%(default)s)",
+    )
     add("--epochs", type=int, default=d.epochs, help="epochs of the selection run (%(default)s)")
-    add("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
+    add("--batch-size", type=int, default=d.batch_size, help="rows per gradient step (%(default)s)")
     add("--l2", type=float, default=d.l2, help="L2 penalty on the weights (%(default)s)")
-    add("--optimizer", choices=["momentum", "adam", "sgd"], default=d.optimizer)
+    add(
+        "--optimizer",
+        choices=["momentum", "adam", "sgd"],
+        default=d.optimizer,
+        help="(%(default)s)",
+    )
     add("--momentum", type=float, default=d.momentum, help="(%(default)s; Adam's beta1)")
-    add("--schedule", choices=["cosine", "step", "constant"], default=d.schedule)
+    add(
+        "--schedule",
+        choices=["cosine", "step", "constant"],
+        default=d.schedule,
+        help="learning-rate decay: cosine to zero, x0.1 at 50%% and 75%%, or none (%(default)s)",
+    )
     add(
         "--validation-fraction",
         type=float,
@@ -44,12 +60,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="share of the training set held out for model selection (%(default).4f)",
     )
     add(
-        "--no-refit",
-        dest="refit",
+        "--no-standardize",
+        dest="standardize",
         action="store_false",
-        help="keep the selection run's model; do not retrain on train + validation",
+        help="train on pixels / 255 as they are, not standardised per pixel",
     )
-    add("--no-standardize", dest="standardize", action="store_false")
     add("--seed", type=int, default=d.seed, help="(%(default)s)")
     add(
         "--positive",
@@ -66,7 +81,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="binary: negative classes (default: all the others)",
     )
     _data_args(parser)
-    add("--plot", type=Path, metavar="PNG", help="draw the curves (needs softserve[plot])")
+    add("--plot", type=Path, metavar="PNG", help="draw the curves (needs matplotlib)")
     add("--quiet", action="store_true", help="no progress bar or per-epoch rows")
 
 
@@ -75,7 +90,6 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     add(
         "--data-dir",
         type=Path,
-        default=os.environ.get("SOFTSERVE_DATA_DIR") or None,
         help="folder with the four IDX files (default: $SOFTSERVE_DATA_DIR, then "
         f"{data.DEBIAN_DIR}, then {data.default_cache_dir()})",
     )
@@ -102,6 +116,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     )
     _common(train)
     train.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="keep the selection run's model; no retraining on all rows",
+    )
+    train.add_argument(
         "--lr",
         "--learning-rate",
         dest="lr",
@@ -121,7 +141,9 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
         "run only, no refit) and compare the final metrics.",
     )
     _common(sweep)
-    sweep.add_argument("--lr", "--learning-rate", dest="lr", type=float, nargs="+", required=True)
+    sweep.add_argument("--lr", "--learning-rate", dest="lr", type=float, nargs="+", required=True,
+                       help="the peak learning rates to compare")  # fmt: skip
+    sweep.set_defaults(refit=False)  # sweep compares selection runs; a refit would add nothing
     evaluate = _Parser(
         prog=f"{PROG} evaluate",
         description="Measure saved artifacts on the dataset's test split and compare with the "
@@ -130,6 +152,17 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("artifacts", type=Path, nargs="+", metavar="NPZ")
     _data_args(evaluate)
     return {"train": train, "sweep": sweep, "evaluate": evaluate}
+
+
+_FLAGS = {"learning_rate": "--lr"}
+
+
+def _as_flags(message: str) -> str:
+    """'learning_rate must be ...' -> '--lr must be ...': name the flag the user typed."""
+    field, _, rest = message.partition(" ")
+    if field in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {rest}"
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "plot", None):
             report.require_matplotlib()
         run(args)
-    except (ConfigError, data.DataError, ArtifactError, report.PlotError, OSError) as exc:
+    except ConfigError as exc:
+        print(f"{PROG}: error: {_as_flags(str(exc))}", file=sys.stderr)
+        return 1
+    except (TrainerError, report.PlotError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

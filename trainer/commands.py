@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from math import inf, nan
 from pathlib import Path
 from typing import Never
 
@@ -14,7 +16,8 @@ from trainer import data, report
 from trainer.artifacts import load, save
 from trainer.config import TrainConfig
 from trainer.evaluate import evaluate_artifact
-from trainer.fit import EpochRecord, Progress
+from trainer.fit import Progress
+from trainer.tasks import make_task
 from trainer.train import train_model
 
 __all__ = ["evaluate", "sweep", "train"]
@@ -41,13 +44,30 @@ def _config(args: argparse.Namespace, lr: float, **changes: object) -> TrainConf
 
 
 def _load(args: argparse.Namespace) -> data.Dataset:
+    data_dir, origin = args.data_dir, ""
+    if data_dir is None and (env := os.environ.get("SOFTSERVE_DATA_DIR")):
+        data_dir, origin = Path(env), " (from SOFTSERVE_DATA_DIR)"
+    bars: dict[str, tqdm[Never]] = {}
+
+    def on_download(name: str, done: int, total: int | None) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=name, unit="B", unit_scale=True, disable=None)
+        bars[name].update(done - bars[name].n)
+
     started = time.perf_counter()
-    dataset = data.load_dataset(
-        args.data_dir,
-        download=args.download,
-        base_url=args.mirror,
-        class_names=args.class_names,
-    )
+    try:
+        dataset = data.load_dataset(
+            data_dir,
+            download=args.download,
+            base_url=args.mirror,
+            class_names=args.class_names,
+            progress=on_download,
+        )
+    except data.DataError as exc:
+        raise data.DataError(f"{exc}{origin}") from None
+    finally:
+        for bar in bars.values():
+            bar.close()
     print(
         f"data: {dataset.name} from {dataset.source}: {len(dataset.train_labels)} train, "
         f"{len(dataset.test_labels)} test images, {dataset.n_classes} classes, "
@@ -83,6 +103,7 @@ def _progress(quiet: bool) -> tuple[Callable[[Progress], None] | None, Callable[
 def train(args: argparse.Namespace) -> None:
     config = _config(args, args.lr)
     dataset = _load(args)
+    make_task(config, dataset.class_names)  # unknown classes: say so before any output
     out: Path = args.out if args.out.suffix == ".npz" else args.out / f"{config.model}.npz"
     on_progress, close = _progress(args.quiet)
     try:
@@ -105,38 +126,29 @@ def train(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace) -> None:
     configs = [_config(args, lr, refit=False) for lr in args.lr]  # check all before any work
     dataset = _load(args)
-    rows, curves = [], {}
+    make_task(configs[0], dataset.class_names)
+    results, curves = [], {}
     for config in configs:
         _, result = train_model(config, dataset)
-        history: Sequence[EpochRecord] = result.history
-        curves[f"{config.learning_rate:g}"] = history
-        m = result.metrics
-        rows.append(
-            [
-                f"{config.learning_rate:g}",
-                str(result.best_epoch),
-                *(
-                    f"{m.get(s, {}).get(k, float('nan')):.4f}"
-                    for s in ("train", "validation", "test")
-                    for k in ("loss", "accuracy")
-                ),
-                f"{result.seconds:.2f}",
-            ]
-        )
+        curves[f"{config.learning_rate:g}"] = result.history
+        results.append((config.learning_rate, result))
         if not args.quiet:
-            print(f"lr {config.learning_rate:g}: test accuracy {m['test']['accuracy']:.4f}")
-    header = [
-        "lr",
-        "best_epoch",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "test_loss",
-        "test_acc",
-        "seconds",
+            val = result.metrics.get("validation", {})
+            print(f"lr {config.learning_rate:g}: validation loss {val.get('loss', nan):.4f}, "
+                  f"accuracy {val.get('accuracy', nan):.4f}")  # fmt: skip
+    # choose on validation loss, as the trainer does; the test columns are for reporting only
+    best = min(results, key=lambda r: r[1].metrics.get("validation", {}).get("loss", inf))[0]
+    splits = [(s, k) for s in ("train", "validation", "test") for k in ("loss", "accuracy")]
+    rows = [
+        [f"{lr:g}", str(result.best_epoch)]
+        + [f"{result.metrics.get(s, {}).get(k, nan):.4f}" for s, k in splits]
+        + [f"{result.seconds:.2f}", "yes" if lr == best else "-"]
+        for lr, result in results
     ]
+    header = ["lr", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
+              "test_acc", "seconds", "chosen"]  # fmt: skip
     print(report.table(header, rows))
+    print("chosen: the lowest validation loss (the test columns are for reporting only)")
     if args.plot:
         report.plot_sweep(curves, args.plot, f"{args.model} on {dataset.name}: learning rates")
         print(f"wrote {args.plot}")
@@ -145,14 +157,19 @@ def sweep(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     artifacts = [(path, load(path)) for path in args.artifacts]  # reject bad files before loading
     dataset = _load(args)
+    measured = [
+        (path, artifact, evaluate_artifact(artifact, dataset)) for path, artifact in artifacts
+    ]
+    names = ["accuracy", "loss", "roc_auc", "precision", "recall", "f1"]
     rows = []
-    for path, artifact in artifacts:
-        measured = evaluate_artifact(artifact, dataset)
-        stored = artifact.meta.get("metrics", {}).get("test", {})
+    for path, artifact, metrics in measured:
+        stored = artifact.meta["metrics"].get("test", {}).get("accuracy")
         rows.append(
-            [str(path), artifact.kind, artifact.version]
-            + [f"{stored.get(k, float('nan')):.4f}" for k in ("accuracy", "loss")]
-            + [f"{measured[k]:.4f}" for k in ("accuracy", "loss")]
+            [str(path), artifact.kind, artifact.version, _num(stored)]
+            + [_num(metrics.get(n)) for n in names]
         )
-    header = ["artifact", "kind", "version", "stored_acc", "stored_loss", "test_acc", "test_loss"]
-    print(report.table(header, rows))
+    print(report.table(["artifact", "kind", "version", "stored_acc", *names], rows))
+
+
+def _num(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"

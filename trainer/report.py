@@ -83,12 +83,22 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # the optional 'plot' extra
-        raise PlotError("--plot needs matplotlib: pip install 'softserve[plot]'") from exc
+        raise PlotError(
+            "--plot needs matplotlib: pip install matplotlib (or, in a checkout of softserve, "
+            "pip install -e '.[plot]')"
+        ) from exc
     return plt
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _save(fig: Any, path: Path) -> None:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     except (OSError, ValueError) as exc:
         raise PlotError(f"cannot write plot {path}: {exc}") from exc
@@ -107,6 +117,7 @@ def plot_history(history: Sequence[EpochRecord], path: Path, title: str) -> None
                 if records and None not in values:
                     ax.plot(epochs, values, style, marker=".", label=f"{split} ({phase})")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -123,6 +134,7 @@ def plot_sweep(curves: Mapping[str, Sequence[EpochRecord]], path: Path, title: s
     for label, records in curves.items():
         ax.plot([r.epoch for r in records], [r.train_loss for r in records], marker=".",
                 label=label)  # fmt: skip
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")

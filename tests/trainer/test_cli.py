@@ -7,6 +7,7 @@ mirror URL on a closed local port.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -217,9 +218,9 @@ def test_real_process_trains_and_reports(synthetic_data_dir: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--epochs", "0"], "epochs must be a whole number from 1 to"),
+        (["--epochs", "0"], "--epochs must be a whole number from 1 to"),
         (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
-        (["--lr", "-1"], "learning_rate must be a number in (0, 100], got -1.0"),
+        (["--lr", "-1"], "--lr must be a number in (0, 100], got -1.0"),
         (["--momentum", "1"], "momentum must be a number in [0, 1)"),
         (["--model", "binary", "--positive", "Nope"], "unknown class 'Nope': expected one of '0'"),
         (["--model", "svm"], "argument --model: invalid choice: 'svm'"),
@@ -258,7 +259,7 @@ def test_sweep_bad_learning_rate_fails_before_loading(
     argv = ["sweep", "--lr", "0.1", "0", "--data-dir", str(tmp_path / "absent")]
     code, out, err = _run(argv, capsys)
     assert code == 1
-    _assert_one_error_line(err, "learning_rate must be a number in (0, 100], got 0.0")
+    _assert_one_error_line(err, "--lr must be a number in (0, 100], got 0.0")
     assert "data:" not in out
 
 
@@ -280,7 +281,10 @@ def test_sweep_prints_a_row_per_learning_rate(
         assert float(row["val_loss"]) >= 0.0
     # a larger step gets further in two epochs on this easy set
     assert float(rows["0.1"]["train_loss"]) < float(rows["0.01"]["train_loss"])
-    assert "lr 0.01: test accuracy" in out
+    assert "lr 0.01: validation loss" in out
+    chosen = [lr for lr, row in rows.items() if row["chosen"] == "yes"]
+    assert len(chosen) == 1
+    assert chosen[0] == min(rows, key=lambda lr: float(rows[lr]["val_loss"]))
 
 
 def test_plot_writes_a_png(
@@ -308,8 +312,11 @@ def test_missing_matplotlib_is_a_clear_plot_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    message = "--plot needs matplotlib: pip install 'softserve[plot]'"
-    with pytest.raises(report.PlotError, match="^" + message.replace("[", r"\[") + "$"):
+    message = (
+        "--plot needs matplotlib: pip install matplotlib "
+        "(or, in a checkout of softserve, pip install -e '.[plot]')"
+    )
+    with pytest.raises(report.PlotError, match="^" + re.escape(message) + "$"):
         report.plot_history([_record(1), _record(2)], tmp_path / "h.png", "title")
     with pytest.raises(report.PlotError, match="needs matplotlib"):
         report.plot_sweep({"0.1": [_record(1)]}, tmp_path / "s.png", "title")
@@ -334,5 +341,7 @@ def test_evaluate_re_measures_a_saved_artifact(
     row = _table(out, "artifact", "kind")[str(path)]
     assert row["kind"] == "softmax"
     assert row["version"] == load(path).version
-    assert row["test_acc"] == row["stored_acc"]
-    assert row["test_loss"] == row["stored_loss"]
+    assert row["accuracy"] == row["stored_acc"]
+    stored = load(path).meta["metrics"]["test"]
+    assert float(row["loss"]) == pytest.approx(stored["loss"], abs=5e-5)
+    assert row["roc_auc"] == "-"  # a binary-only column, shown because none of these is binary
