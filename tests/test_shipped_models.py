@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainer.artifacts import Artifact, load
 from trainer.config import TrainConfig
 from trainer.data import FASHION_MNIST_CLASSES, FASHION_MNIST_SHA256, load_dataset
 from trainer.evaluate import evaluate_artifact
+from trainer.train import train_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 KINDS = ("softmax", "binary")
@@ -56,3 +58,18 @@ def test_shipped_model_reproduces_its_metrics_on_real_data(kind: str, real_data_
         assert measured["accuracy"] >= SOFTMAX_FLOOR
     else:
         assert measured["roc_auc"] >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_default_run_reproduces_the_shipped_weights(kind: str, real_data_dir: Path) -> None:
+    """README: `python -m trainer [--model binary]` makes the shipped model. On the same machine
+    the weights match bit for bit; another CPU's BLAS kernels may sum in another order, hence the
+    tolerance, which is still far below any change in the model's predictions."""
+    shipped = _shipped(kind)
+    config = TrainConfig.from_dict({"model": kind})
+    artifact, _ = train_model(config, load_dataset(real_data_dir))
+    np.testing.assert_allclose(artifact.weights, shipped.weights, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(artifact.bias, shipped.bias, rtol=1e-3, atol=1e-4)
+    test = artifact.meta["metrics"]["test"]
+    assert test["accuracy"] == pytest.approx(shipped.meta["metrics"]["test"]["accuracy"], abs=1e-3)
