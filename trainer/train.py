@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Callable
+
+import numpy as np
 
 from trainer.artifacts import Artifact, make_artifact
 from trainer.config import TrainConfig
@@ -58,5 +62,21 @@ def train_model(
         history=[record.to_dict() for record in result.history],
         training_seconds=result.seconds,
         binary=binary,
+        extra={"environment": _environment()},
     )
     return artifact, result
+
+
+def _environment() -> dict[str, str]:
+    """What made the weights, for anyone reproducing them: same seed, data and these give the
+    same bits (BLAS kernels are chosen per CPU, so the machine matters too)."""
+    try:
+        softserve = importlib.metadata.version("softserve")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        softserve = "unknown"
+    return {
+        "softserve": softserve,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
