@@ -2,43 +2,49 @@
 
 This module is the only place that knows the file layout. The trainer writes artifacts with
 `make_artifact` + `save`; the service reads them with `load`. Both go through `validate`, so a file
-that loads is one the math in `trainer.linear` can use without further checks.
+that loads is one the math in `trainer.linear` can use without further checks. `load` is meant for
+files nobody vouches for: whatever their bytes, it returns a valid Artifact or raises ArtifactError,
+and never allocates more than a valid artifact of the largest size could need.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import numpy as np
-from numpy.lib.npyio import NpzFile
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from trainer._artifact_schema import (
     FORMAT,
+    MAX_OUTPUTS,
     REQUIRED_META,
     SCHEMA_VERSION,
     ArtifactError,
+    bias_problem,
+    check_format,
     input_contract,
     json_type,
     new_version,
     utc_now_iso,
     validate,
+    weights_problem,
 )
+from trainer._npz import open_npz
 from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
 
 __all__ = [
     "FORMAT",
     "IMAGE_SHAPE",
+    "MAX_META_BYTES",
+    "MAX_OUTPUTS",
     "N_FEATURES",
     "PIXEL_SCALE",
     "SCHEMA_VERSION",
@@ -54,41 +60,84 @@ __all__ = [
     "validate",
 ]
 
-_ARRAYS = frozenset({"weights", "bias", "meta"})
+# Meta as stored, UCS-4: 2 Mi characters, 3x what a 1000-epoch history takes (~320 per epoch and
+# run), 250x today's ~8 Ki. Parsed JSON can take 30x its text, so this bounds load's memory too.
+MAX_META_BYTES = 8 * 2**20
+# Data bytes per array: what a valid artifact of the largest size holds.
+_LIMITS = {"weights": N_FEATURES * MAX_OUTPUTS * 4, "bias": MAX_OUTPUTS * 4, "meta": MAX_META_BYTES}
 _NEW = "<new artifact>"
 
 
-@dataclass(frozen=True, eq=False)
 class Artifact:
-    """A validated linear model. Arrays are read-only, float32 and C-contiguous.
+    """A linear model: weights (784, K) float32, bias (K,) float32, JSON meta; immutable.
 
-    weights: (784, K) float32; bias: (K,) float32; K = n classes (softmax) or 1 (binary).
-    ``logits = (pixels / 255) @ weights + bias`` for pixels (N, 784) in 0..255.
+    ``logits = (pixels / 255) @ weights + bias`` for pixels (N, 784) in 0..255; K = n classes
+    (softmax) or 1 (binary). `make_artifact` and `load` return only validated ones.
+    Request threads share one artifact, so nothing it hands out can change it: the arrays are
+    read-only views of immutable bytes (``setflags(write=True)`` fails, also after unpickling),
+    and `meta` is a fresh plain-JSON copy on every access; the other properties do not copy it.
     """
 
-    weights: NDArray[np.float32]
-    bias: NDArray[np.float32]
-    meta: Mapping[str, Any]
+    __slots__ = ("_bias", "_meta", "_meta_text", "_weights")
+    _weights: NDArray[np.float32]
+    _bias: NDArray[np.float32]
+    _meta: dict[str, Any]  # private: never handed out, so never changed
+    _meta_text: str  # canonical JSON, what `save` writes and `meta` parses
+
+    def __init__(self, weights: ArrayLike, bias: ArrayLike, meta: Mapping[str, Any]) -> None:
+        """Copies weights, bias and meta; raises ArtifactError if meta is not plain JSON."""
+        text = _dump_meta(meta, _NEW)
+        object.__setattr__(self, "_weights", _frozen(weights))
+        object.__setattr__(self, "_bias", _frozen(bias))
+        object.__setattr__(self, "_meta", _parse_meta(text, _NEW))
+        object.__setattr__(self, "_meta_text", text)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Artifact is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Artifact is immutable; cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[Artifact], tuple[Any, ...]]:
+        # Training jobs send artifacts back from a child process; unpickled arrays would be
+        # writeable, so the constructor freezes them again.
+        return (type(self), (self._weights, self._bias, self.meta))
+
+    def __repr__(self) -> str:
+        return f"Artifact(kind={self._meta.get('kind')!r}, version={self._meta.get('version')!r})"
+
+    @property
+    def weights(self) -> NDArray[np.float32]:
+        return self._weights
+
+    @property
+    def bias(self) -> NDArray[np.float32]:
+        return self._bias
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A fresh copy, plain JSON types only (dict, list, str, int, float, bool, None)."""
+        return cast(dict[str, Any], json.loads(self._meta_text))
 
     @property
     def kind(self) -> str:
-        return str(self.meta["kind"])
+        return str(self._meta["kind"])
 
     @property
     def version(self) -> str:
-        return str(self.meta["version"])
+        return str(self._meta["version"])
 
     @property
     def created_at(self) -> str:
-        return str(self.meta["created_at"])
+        return str(self._meta["created_at"])
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["class_names"])
+        return tuple(self._meta["class_names"])
 
     @property
     def n_outputs(self) -> int:
-        return int(self.weights.shape[1])
+        return int(self._weights.shape[1])
 
 
 def make_artifact(
@@ -109,6 +158,7 @@ def make_artifact(
 
     Arrays are copied to float32; meta gets a fresh version and created_at and is made plain JSON
     (tuples become lists, NumPy scalars Python numbers, NaN/inf null), so `load` returns it as is.
+    ``metrics`` is ``{split: {metric: number or None}}``, e.g. ``{"test": {"accuracy": 0.84}}``.
     """
     clashes = sorted(set(extra or {}) & {*REQUIRED_META, "binary"})
     if clashes:
@@ -122,22 +172,21 @@ def make_artifact(
         "training_seconds": training_seconds,
         **({} if binary is None else {"binary": binary}),
     }  # fmt: skip
-    meta = json.loads(_dump_meta(_plain_json(meta), _NEW))
     try:
         with np.errstate(all="ignore"):  # an overflow to inf is reported by validate, by name
-            w = np.array(weights, dtype=np.float32, order="C", copy=True)
-            b = np.array(bias, dtype=np.float32, order="C", copy=True)
+            w, b = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(_NEW, f"weights and bias must be float arrays: {exc}") from None
-    validate(w, b, meta, where=_NEW)
-    return Artifact(_frozen(w), _frozen(b), meta)
+    artifact = Artifact(w, b, _plain_json(meta))  # copies all three: the caller keeps its own
+    validate(artifact.weights, artifact.bias, artifact._meta, where=_NEW)
+    return artifact
 
 
 def save(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
     """Validate and write atomically: readers see the old file or the new one, never a mix."""
     path = Path(path)
-    validate(artifact.weights, artifact.bias, artifact.meta, where=str(path))
-    meta_text = _dump_meta(artifact.meta, str(path))
+    validate(artifact.weights, artifact.bias, artifact._meta, where=str(path))
+    meta_text = artifact._meta_text
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below; must outlive the `with`
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
@@ -159,79 +208,62 @@ def save(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
 
 
 def load(path: str | os.PathLike[str]) -> Artifact:
-    """Read and validate an artifact; every failure becomes an ArtifactError naming the path."""
+    """Read and validate an artifact; every failure becomes an ArtifactError naming the path.
+
+    Each array's .npy header is checked before its data is read, meta first, so that a file of a
+    newer schema says so before its arrays are judged.
+    """
     where = str(path)
-    arrays = _read_arrays(Path(path), where)
-    meta = _parse_meta(arrays["meta"], where)
-    validate(arrays["weights"], arrays["bias"], meta, where=where)
-    return Artifact(_frozen(arrays["weights"]), _frozen(arrays["bias"]), meta)
+    with open_npz(Path(path), where, _LIMITS) as npz:
+        meta = _parse_meta(npz.read_text("meta"), where)
+        check_format(meta, where=where)
+        weights = npz.read("weights", weights_problem).array()
+        n_outputs = weights.shape[1]
+        bias = npz.read("bias", functools.partial(bias_problem, n_outputs=n_outputs)).array()
+    validate(weights, bias, meta, where=where)
+    return Artifact(weights, bias, meta)
 
 
 def describe(artifact: Artifact) -> dict[str, Any]:
-    """A small JSON-ready summary (no arrays, no paths) for listings and logs."""
+    """A small JSON-ready summary (no arrays, no paths) for listings and logs; a fresh copy."""
     return {
         "kind": artifact.kind,
         "version": artifact.version,
         "created_at": artifact.created_at,
         "class_names": list(artifact.class_names),
         "n_outputs": artifact.n_outputs,
-        "metrics": artifact.meta["metrics"],
+        "metrics": json.loads(json.dumps(artifact._meta["metrics"])),  # not all of meta: faster
     }
 
 
-def _read_arrays(path: Path, where: str) -> dict[str, NDArray[Any]]:
-    try:  # opened here, not by np.load, which leaks its file when zipfile rejects it
-        fh = path.open("rb")
-    except FileNotFoundError:
-        raise ArtifactError(where, "no such file") from None
-    except OSError as exc:
-        raise ArtifactError(where, f"cannot read file: {exc}") from None
-    with fh:
-        try:
-            npz = np.load(fh, allow_pickle=False)
-        except zipfile.BadZipFile as exc:  # numpy hands only files that start like a zip to zipfile
-            raise ArtifactError(where, f"truncated or corrupt .npz file: {exc}") from None
-        except OSError as exc:
-            raise ArtifactError(where, f"cannot read file: {exc}") from None
-        except (ValueError, EOFError):  # numpy's "pickled data" / "no data left" for other bytes
-            raise ArtifactError(where, "not an .npz file") from None
-        if not isinstance(npz, NpzFile):
-            raise ArtifactError(where, "not an .npz file (a bare .npy array)")
-        with npz:
-            return _npz_arrays(npz, where)
+class _Unportable(ValueError):
+    """JSON Python reads but not every reader can hold: NaN, Infinity, 1e999, ints past 64 bits."""
 
 
-def _npz_arrays(npz: NpzFile[Any], where: str) -> dict[str, NDArray[Any]]:
-    names = set(npz.files)
-    if missing := sorted(_ARRAYS - names):
-        raise ArtifactError(where, f"missing arrays: {', '.join(missing)}")
-    if unexpected := sorted(names - _ARRAYS):
-        raise ArtifactError(where, f"unexpected arrays: {', '.join(unexpected)}")
-    arrays: dict[str, NDArray[Any]] = {}
-    for name in sorted(_ARRAYS):
-        try:
-            array = npz[name]
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):  # numpy has no dedicated exception type for this
-                raise ArtifactError(
-                    where, f"contains a pickled object array ({name}); refusing to load"
-                ) from None
-            raise ArtifactError(where, f"array {name!r} is corrupt: {exc}") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ArtifactError(where, f"array {name!r} is corrupt: {exc}") from None
-        if not isinstance(array, np.ndarray):
-            raise ArtifactError(where, f"{name!r} is not a NumPy array")
-        arrays[name] = array
-    return arrays
+def _parse_int(text: str) -> int:
+    # The length first: int() of 4301 digits or more raises a ValueError of its own.
+    if len(text) > 20 or (value := int(text)) not in range(-(2**63), 2**63):
+        raise _Unportable(f"integer {text[:24]}... does not fit in 64 bits")
+    return value
 
 
-def _parse_meta(array: NDArray[Any], where: str) -> dict[str, Any]:
-    if array.ndim != 0 or array.dtype.kind != "U":
-        raise ArtifactError(
-            where, f"meta must be a 0-d unicode array, got {array.dtype} of shape {array.shape}"
-        )
+def _parse_float(text: str) -> float:
+    value = float(text)  # also gets "NaN", "Infinity", "-Infinity", as parse_constant
+    if not math.isfinite(value):
+        raise _Unportable(f"{text[:24]} is not a finite number")
+    return value
+
+
+def _parse_meta(text: str, where: str) -> dict[str, Any]:
+    """Strict JSON: what `_dump_meta` writes, so JSON readers other than Python's agree on it."""
     try:
-        meta = json.loads(str(array[()]))
+        meta = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_float
+        )
+        # A JSON escape can make a lone surrogate ("\ud800"), which no UTF-8 encoder takes.
+        json.dumps(meta, ensure_ascii=False).encode()
+    except _Unportable as exc:
+        raise ArtifactError(where, f"meta is not portable JSON: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise ArtifactError(where, f"meta is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
@@ -241,9 +273,11 @@ def _parse_meta(array: NDArray[Any], where: str) -> dict[str, Any]:
 
 def _dump_meta(meta: Mapping[str, Any], where: str) -> str:
     try:  # strict JSON (no NaN) so that any JSON reader, not just Python's, can read meta
-        return json.dumps(dict(meta), allow_nan=False, ensure_ascii=False)
+        text = json.dumps(dict(meta), allow_nan=False, ensure_ascii=False)
+        text.encode()  # refuses lone surrogates
     except (TypeError, ValueError, RecursionError) as exc:
         raise ArtifactError(where, f"meta is not JSON-serialisable: {exc}") from None
+    return text
 
 
 def _plain_json(value: Any) -> Any:
@@ -259,10 +293,11 @@ def _plain_json(value: Any) -> Any:
     return value
 
 
-def _frozen(array: NDArray[np.float32]) -> NDArray[np.float32]:
-    array = np.ascontiguousarray(array)  # a hand-made file may hold Fortran-ordered arrays
-    array.setflags(write=False)  # artifacts are shared between request threads
-    return array
+def _frozen(array: ArrayLike) -> NDArray[Any]:
+    # A view of immutable bytes: unlike setflags(write=False) on an array owning its memory, no
+    # caller can turn writing back on. C order whatever the input's (a file may be Fortran).
+    array = np.asarray(array)
+    return np.frombuffer(array.tobytes(order="C"), dtype=array.dtype).reshape(array.shape)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import re
 import stat
+import tracemalloc
+import warnings
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +32,7 @@ from trainer.artifacts import (
     new_version,
     save,
     utc_now_iso,
+    validate,
 )
 
 FASHION = [
@@ -120,6 +125,65 @@ def _write(data: bytes) -> Callable[[Path], Path]:
     return write
 
 
+def _npy(array: Any = None, *, version: tuple[int, int] = (1, 0), **header: Any) -> bytes:
+    """An .npy member: a real array, or (with descr, shape) just a header that may lie."""
+    buf = io.BytesIO()
+    if array is not None:
+        np.lib.format.write_array(buf, np.asanyarray(array), version=version)
+        return buf.getvalue()
+    data: bytes = header.pop("data", b"")
+    np.lib.format.write_array_header_1_0(buf, {"fortran_order": False, **header})
+    return buf.getvalue() + data
+
+
+def _meta_npy(**changes: Any) -> bytes:
+    return _npy(np.array(json.dumps(dict(_softmax().meta) | changes)))
+
+
+def _members(
+    path: Path, *, compression: int = zipfile.ZIP_STORED, add: tuple[str, ...] = (), **replace: Any
+) -> Path:
+    """A valid softmax artifact written member by member with zipfile; ``replace`` swaps a
+    member's bytes (None drops it), ``add`` repeats members, e.g. a duplicate weights.npy."""
+    art = _softmax()
+    members = {"weights": _npy(art.weights), "bias": _npy(art.bias), "meta": _meta_npy()}
+    members |= replace
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", compression) as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names asked for
+        for name in [*members, *add]:
+            data = members.get(name, b"")
+            if data is not None:
+                zf.writestr(name if "." in name else f"{name}.npy", data)
+    return path
+
+
+def _zip_bomb(path: Path) -> Path:
+    """A valid weights.npy followed by 64 MiB of zeros: ~64 KiB deflated."""
+    art = _softmax()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("weights.npy", "w", force_zip64=True) as fh:
+            fh.write(_npy(art.weights))
+            for _ in range(64):
+                fh.write(bytes(2**20))
+        zf.writestr("bias.npy", _npy(art.bias))
+        zf.writestr("meta.npy", _meta_npy())
+    return path
+
+
+def _many_members(path: Path) -> Path:
+    with zipfile.ZipFile(_members(path), "a") as zf:
+        for i in range(2000):
+            zf.writestr(f"x{i}.npy", b"")
+    return path
+
+
+def _huge_sparse(path: Path) -> Path:
+    with path.open("wb") as fh:
+        fh.write(b"PK\x03\x04")
+        fh.truncate(2**30)  # sparse: no disk used
+    return path
+
+
 F32 = np.float32
 BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("missing file", lambda p: p, "no such file"),
@@ -136,7 +200,76 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
         "contains a pickled object array (weights); refusing to load",
     ),
     ("missing key", lambda p: _tampered(p, drop=("bias",)), "missing arrays: bias"),
-    ("extra key", lambda p: _tampered(p, extra=np.zeros(3)), "unexpected arrays: extra"),
+    ("extra key", lambda p: _tampered(p, extra=np.zeros(3)), "unexpected members: extra.npy"),
+    (
+        "member without .npy",
+        lambda p: _members(p, weights=None, add=("weights.bin",)),
+        "unexpected members: weights.bin",
+    ),
+    ("duplicate member", lambda p: _members(p, add=("bias",)), "duplicate members: bias.npy"),
+    (
+        "bzip2 member",
+        lambda p: _members(p, compression=zipfile.ZIP_BZIP2),
+        "unsupported compression method 12",
+    ),
+    ("file too large", _huge_sparse, "file is too large: 1073741824 bytes"),
+    ("2003 members", _many_members, "the zip directory takes 109055 bytes, more than 65536"),
+    (
+        "shape bomb",
+        lambda p: _members(p, weights=_npy(descr="<f4", shape=(N_FEATURES, 2**24))),
+        "weights have K = 16777216 outputs, more than the 4096 supported",
+    ),
+    (
+        "bias shape bomb",
+        lambda p: _members(p, bias=_npy(descr="<f4", shape=(2**40,))),
+        "bias must have shape (10,), got (1099511627776,)",
+    ),
+    (
+        "meta size bomb",
+        lambda p: _members(p, meta=_npy(descr="<U5000000", shape=())),
+        "meta is too large: 20000000 bytes, more than the 8388608 allowed",
+    ),
+    (
+        "object header",
+        lambda p: _members(p, weights=_npy(descr="|O", shape=(N_FEATURES, 10), data=b"x" * 99)),
+        "contains a pickled object array (weights); refusing to load",
+    ),
+    (
+        "negative dimension",
+        lambda p: _members(p, weights=_npy(descr="<f4", shape=(N_FEATURES, -10))),
+        "weights must have shape (784, K), got (784, -10)",
+    ),
+    (
+        "big-endian weights",
+        lambda p: _members(p, weights=_npy(_softmax().weights.astype(">f4"))),
+        "weights must be float32, got >f4",
+    ),
+    (
+        "npy format 3.0",
+        lambda p: _members(p, weights=_npy(_softmax().weights, version=(3, 0))),
+        "unsupported .npy format version 3.0",
+    ),
+    ("zip bomb", _zip_bomb, "weights.npy declares 67140352 bytes uncompressed, more than 12861440"),
+    (
+        "member cut short",
+        lambda p: _members(p, weights=_npy(_softmax().weights)[:-100]),
+        "weights.npy holds 31260 of the 31360 data bytes its header declares",
+    ),
+    (
+        "member with trailing bytes",
+        lambda p: _members(p, weights=_npy(_softmax().weights) + b"\0" * 16),
+        "weights.npy has bytes past the end of its array",
+    ),
+    (
+        "meta not UCS-4",
+        lambda p: _members(p, meta=_npy(descr="<U1", shape=(), data=b"\xff" * 4)),
+        "meta is not valid Unicode text",
+    ),
+    (
+        "meta lone surrogate",
+        lambda p: _members(p, meta=_meta_npy(notes="\ud800")),
+        "meta is not valid JSON",
+    ),
     (
         "float64 weights",
         lambda p: _tampered(p, weights=np.zeros((N_FEATURES, 10))),
@@ -270,6 +403,40 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
         "negative training_seconds",
         lambda p: _tampered(p, changes={"training_seconds": -1}),
         "training_seconds must be finite and >= 0, got -1",
+    ),
+    (
+        "400-digit training_seconds",
+        lambda p: _tampered(p, changes={"training_seconds": 10**400}),
+        "meta is not portable JSON: integer 1000000000000000000000",
+    ),
+    (
+        "infinite training_seconds",
+        lambda p: _tampered(p, changes={"training_seconds": float("inf")}),
+        "meta is not portable JSON: Infinity",
+    ),
+    (
+        "metrics split a list",
+        lambda p: _tampered(p, changes={"metrics": {"test": []}}),
+        "metrics['test'] must be a JSON object of metric name -> number or null, got array",
+    ),
+    (
+        "metric a string",
+        lambda p: _tampered(p, changes={"metrics": {"test": {"accuracy": "high"}}}),
+        "metrics['test']['accuracy'] must be a finite number or null, got 'high'",
+    ),
+    (
+        "metric a boolean",
+        lambda p: _tampered(p, changes={"metrics": {"test": {"accuracy": True}}}),
+        "metrics['test']['accuracy'] must be a finite number or null, got True",
+    ),
+    (
+        "binary classes not strings",
+        lambda p: _tampered(
+            p,
+            base=_binary,
+            changes={"binary": dict(_binary().meta["binary"], positive_classes=[6])},
+        ),
+        "kind 'binary' needs a 'binary' object with lists of strings",
     ),
 ]
 
@@ -421,6 +588,11 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("unserialisable", {"metrics": {"model": object()}}, "meta is not JSON-serialisable"),
     ("reserved extra", {"extra": {"version": "mine"}}, "clash with reserved meta keys: version"),
     ("negative seconds", {"training_seconds": -0.5}, "training_seconds must be finite and >= 0"),
+    ("huge seconds", {"training_seconds": 10**400}, "meta is not portable JSON: integer 1000"),
+    ("too many outputs", {"weights": np.zeros((N_FEATURES, 4097)), "bias": np.zeros(4097),
+                          "class_names": [str(i) for i in range(4097)]},
+     "weights have K = 4097 outputs, more than the 4096 supported"),
+    ("flat metrics", {"metrics": {"accuracy": 0.5}}, "metrics['accuracy'] must be a JSON object"),
 ]  # fmt: skip
 
 
@@ -438,12 +610,15 @@ def test_make_artifact_rejects_inconsistent_input(overrides: dict[str, Any], fra
 
 def test_make_artifact_copies_and_makes_meta_plain_json(tmp_path: Path) -> None:
     weights = np.zeros((N_FEATURES, 10), dtype=np.float32)
-    metrics = {"auc": np.float32(0.5), "one_class_auc": float("nan"), "sizes": (600, 200)}
-    art = _softmax(weights=weights, metrics=metrics, extra={"notes": "kept as is"})
+    metrics = {"test": {"auc": np.float32(0.5), "one_class_auc": float("nan"), "epoch": 3}}
+    dataset = {"name": "synthetic", "sizes": (600, 200)}
+    art = _softmax(weights=weights, metrics=metrics, dataset=dataset, extra={"notes": "kept as is"})
     weights[0, 0] = 99.0
+    metrics["test"]["epoch"] = 4
     assert art.weights[0, 0] == 0.0
     assert not art.weights.flags.writeable
-    assert art.meta["metrics"] == {"auc": 0.5, "one_class_auc": None, "sizes": [600, 200]}
+    assert art.meta["metrics"] == {"test": {"auc": 0.5, "one_class_auc": None, "epoch": 3}}
+    assert art.meta["dataset"]["sizes"] == [600, 200]
     assert art.meta["input"]["formula"] == "logits = (pixels / 255) @ weights + bias"
     assert dict(load(save(art, tmp_path / "m.npz")).meta) == dict(art.meta)
     assert load(tmp_path / "m.npz").meta["notes"] == "kept as is"
@@ -496,3 +671,116 @@ def test_artifact_error_survives_pickling() -> None:
     err = ArtifactError("models/x.npz", "missing arrays: bias")
     copy = pickle.loads(pickle.dumps(err))
     assert (str(copy), copy.where, copy.problem) == (str(err), err.where, err.problem)
+
+
+def test_a_shape_bomb_is_refused_without_allocating(tmp_path: Path) -> None:
+    """A ~300-byte file whose weights header claims (784, 2**24) float32, i.e. 52 GB."""
+    path = _members(tmp_path / "bomb.npz", weights=_npy(descr="<f4", shape=(N_FEATURES, 2**24)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArtifactError, match="more than the 4096 supported"):
+            load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_savez_compressed_files_load(tmp_path: Path) -> None:
+    art = _softmax()
+    path = tmp_path / "m.npz"
+    with path.open("wb") as fh:
+        np.savez_compressed(
+            fh, weights=art.weights, bias=art.bias, meta=np.array(json.dumps(art.meta))
+        )
+    assert load(path).weights.tobytes() == art.weights.tobytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.timeout(10)
+def test_a_named_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    os.mkfifo(path)  # opening a FIFO for reading blocks until a writer comes: none will
+    with pytest.raises(ArtifactError, match="cannot read file: not a regular file"):
+        load(path)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_damaged_bytes_load_or_raise_artifact_error_only(tmp_path: Path, compression: int) -> None:
+    """Truncated or with flipped bytes anywhere: a valid Artifact or an ArtifactError, no other."""
+    data = _members(tmp_path / "good.npz", compression=compression).read_bytes()
+    rng = np.random.default_rng(20261122)
+    damaged = [data[:cut] for cut in rng.integers(0, len(data), 50)]
+    for position in rng.integers(0, len(data), 200):
+        flipped = bytearray(data)
+        flipped[position] ^= int(rng.integers(1, 256))
+        damaged.append(bytes(flipped))
+    path = tmp_path / "damaged.npz"
+    rejected = 0
+    for variant in damaged:
+        path.write_bytes(variant)
+        try:
+            art = load(path)
+        except ArtifactError as err:
+            assert str(err).startswith(f"{path}: ")
+            rejected += 1
+        else:
+            validate(art.weights, art.bias, art.meta, where=str(path))
+            assert not art.weights.flags.writeable
+    assert rejected >= 50
+
+
+@pytest.mark.parametrize("kind", ["softmax", "binary"])
+def test_loaded_meta_cannot_be_changed_through_what_callers_get(tmp_path: Path, kind: str) -> None:
+    art = load(save(MAKERS[kind](), tmp_path / "m.npz"))
+    before = json.dumps(art.meta)
+    meta = art.meta
+    meta["metrics"]["test"]["accuracy"] = 0.0
+    meta["class_names"].append("extra")
+    meta["history"].clear()
+    summary = describe(art)
+    summary["metrics"]["test"]["accuracy"] = 0.0
+    summary["class_names"].append("extra")
+    assert json.dumps(art.meta) == before
+    assert describe(art) == describe(load(tmp_path / "m.npz"))
+    assert json.loads(json.dumps(describe(art))) == describe(art)
+    assert art.class_names == tuple(json.loads(before)["class_names"])
+
+
+def test_artifact_attributes_and_arrays_are_read_only() -> None:
+    art = _softmax()
+    with pytest.raises(AttributeError):
+        art.meta = {}  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        art.weights = np.zeros((N_FEATURES, 10), F32)  # type: ignore[misc]
+    for array in (art.weights, art.bias):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1.0
+        with pytest.raises(ValueError, match="WRITEABLE"):
+            array.setflags(write=True)
+
+
+def test_artifact_pickles_and_stays_read_only() -> None:
+    art = _binary()
+    copy = pickle.loads(pickle.dumps(art))
+    assert (copy.kind, copy.version, copy.class_names) == (art.kind, art.version, art.class_names)
+    assert copy.meta == art.meta
+    for name in ("weights", "bias"):
+        array = getattr(copy, name)
+        assert array.tobytes() == getattr(art, name).tobytes()
+        assert array.dtype == np.float32
+        assert array.flags.c_contiguous
+        with pytest.raises(ValueError, match="WRITEABLE"):
+            array.setflags(write=True)
+
+
+def test_validate_raises_only_artifact_error_for_huge_numbers() -> None:
+    art = _softmax()
+    meta = dict(art.meta)
+    for changes in (
+        {"training_seconds": 10**400},
+        {"metrics": {"test": {"accuracy": 10**400}}},
+        {"metrics": {"test": {"accuracy": float("nan")}}},
+    ):
+        with pytest.raises(ArtifactError, match="finite"):
+            validate(art.weights, art.bias, meta | changes, where="x")
