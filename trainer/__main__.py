@@ -60,6 +60,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="share of the training set held out for model selection (%(default).4f)",
     )
     add(
+        "--contrast",
+        type=float,
+        default=d.contrast,
+        help="augmentation: each training image's intensities x U(1-c, 1+c); 0 turns it off "
+        "(%(default)s)",
+    )
+    add(
         "--no-standardize",
         dest="standardize",
         action="store_false",

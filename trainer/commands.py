@@ -33,6 +33,7 @@ def _config(args: argparse.Namespace, lr: float, **changes: object) -> TrainConf
         "optimizer": args.optimizer,
         "momentum": args.momentum,
         "schedule": args.schedule,
+        "contrast": args.contrast,
         "validation_fraction": args.validation_fraction,
         "refit": args.refit,
         "standardize": args.standardize,

@@ -36,6 +36,7 @@ class TrainConfig:
     optimizer: Optimizer = "momentum"
     momentum: float = 0.9  # also Adam's beta1
     schedule: Schedule = "cosine"  # cosine: to zero over the run; step: x0.1 at 50% and 75%
+    contrast: float = 0.3  # augmentation: each training image's intensities x U(1 - c, 1 + c)
     validation_fraction: float = 1 / 12  # 5,000 of Fashion-MNIST's 60,000, stratified by class
     refit: bool = True  # after choosing the epoch on validation, retrain on train + validation
     standardize: bool = True  # train on per-pixel standardised features, folded back on save
@@ -59,6 +60,8 @@ class TrainConfig:
             raise bad("l2", "must be a number in [0, 100]")
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
             raise bad("momentum", "must be a number in [0, 1)")
+        if not _finite(self.contrast) or not 0 <= self.contrast < 1:
+            raise bad("contrast", "must be a number in [0, 1)")
         if not _finite(self.validation_fraction) or not 0 <= self.validation_fraction < 0.5:
             raise bad("validation_fraction", "must be a number in [0, 0.5)")
         if self.optimizer not in ("momentum", "adam", "sgd"):

@@ -22,7 +22,14 @@ from trainer.linear import fold_standardization, logits, loss_and_grad, pixels_t
 from trainer.metrics import evaluate
 from trainer.optim import Stepper, schedule_factor
 
-__all__ = ["Cancelled", "EpochRecord", "FitResult", "Progress", "fit", "split_validation"]
+__all__ = [
+    "Cancelled",
+    "EpochRecord",
+    "FitResult",
+    "Progress",
+    "fit",
+    "split_validation",
+]
 
 Phase = Literal["select", "refit"]
 F32 = NDArray[np.float32]
@@ -124,6 +131,7 @@ def fit(
         evals["test"] = (X_test, test[1])
 
     run = _Run(config, X, targets, evals, n_outputs, rng, progress, should_stop)
+    run.shift = (mean / scale).astype(np.float32)
     W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=len(val_idx) > 0)
     fit_rows = train_idx
     if config.refit and len(val_idx):
@@ -199,6 +207,7 @@ class _Run:
         self.n_outputs, self.rng = n_outputs, rng
         self.progress, self.should_stop = progress, should_stop
         self.best_validation: dict[str, float] = {}
+        self.shift = np.zeros(X.shape[1], dtype=np.float32)  # mean / scale, for contrast jitter
 
     def train(
         self, phase: Phase, rows: NDArray[np.intp], epochs: int, *, keep_best: bool
@@ -223,9 +232,13 @@ class _Run:
                 if self.should_stop is not None and self.should_stop():
                     raise Cancelled(f"cancelled in {phase} epoch {epoch}, batch {batch + 1}")
                 idx = order[batch * bs : (batch + 1) * bs]
+                contrast = None
+                if cfg.contrast:
+                    factors = self.rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, len(idx))
+                    contrast = (factors.astype(np.float32), self.shift)
                 try:
                     with np.errstate(over="raise", invalid="raise", divide="raise"):
-                        step = loss_and_grad(kind, W, b, self.X[idx], self.y[idx], cfg.l2)
+                        step = loss_and_grad(kind, W, b, self.X[idx], self.y[idx], cfg.l2, contrast)
                 except FloatingPointError as exc:
                     raise _diverged(phase, epoch, batch, f"{exc}") from None
                 if not math.isfinite(step.loss):

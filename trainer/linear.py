@@ -97,13 +97,31 @@ class LossGrad(NamedTuple):
     n_correct: int  # rows whose predicted label equals the target
 
 
-def loss_and_grad(kind: Kind, W: Floats, b: Floats, X: Floats, y: Labels, l2: float) -> LossGrad:
+def loss_and_grad(
+    kind: Kind,
+    W: Floats,
+    b: Floats,
+    X: Floats,
+    y: Labels,
+    l2: float,
+    contrast: tuple[Floats, Floats] | None = None,
+) -> LossGrad:
     """Regularised mean loss of one batch and its gradients, from a single forward pass.
+
+    ``contrast=(c, s)`` trains on each row's image with its intensities scaled by ``c`` (N,), for
+    rows standardised as ``x = (p - m) / sd`` with ``s = m / sd`` (D,): the batch is then
+    ``c * x + (c - 1) * s``. That is never built; the products are rewritten on (N, K) and (D, K)
+    arrays instead: ``X' @ W = c * (X @ W) + (c - 1) (s @ W)`` and
+    ``X'.T @ G = X.T @ (c * G) + s (c - 1).T @ G``.
 
     This is the training loop's inner step, so it works in place on the (N, K) scores and takes
     each by-product from what the gradient needs anyway.
     """
     Z = X @ W
+    if contrast is not None:
+        c, s = contrast
+        Z *= c[:, None]
+        Z += np.outer(c - 1, s @ W)
     Z += b
     n = X.shape[0]
     if kind == "binary":
@@ -125,7 +143,11 @@ def loss_and_grad(kind: Kind, W: Floats, b: Floats, X: Floats, y: Labels, l2: fl
         ce = float(np.mean(np.log(total) - z_true))  # -log softmax of the target, stably
         G /= (total * n)[:, None]
         G[rows, y] -= 1.0 / n
-    gW = X.T @ G
+    if contrast is None:
+        gW = X.T @ G
+    else:
+        gW = X.T @ (G * c[:, None])
+        gW += np.outer(s, (c - 1) @ G)
     reg = 0.0
     if l2:
         gW += l2 * W

@@ -13,7 +13,14 @@ from numpy.typing import NDArray
 from tests.synthetic import make_images
 from trainer.config import ConfigError, TrainConfig
 from trainer.errors import TrainerError, TrainingError
-from trainer.fit import Cancelled, EpochRecord, FitResult, Progress, fit, split_validation
+from trainer.fit import (
+    Cancelled,
+    EpochRecord,
+    FitResult,
+    Progress,
+    fit,
+    split_validation,
+)
 from trainer.idx import DataError
 from trainer.linear import Kind, logits, pixels_to_features
 from trainer.metrics import evaluate
@@ -268,3 +275,9 @@ def test_trainer_errors_survive_pickling_to_a_parent_process() -> None:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
         assert isinstance(copy, TrainerError)
+
+
+def test_contrast_jitter_changes_training_and_stays_deterministic() -> None:
+    plain, jittered = _run("softmax", contrast=0.0), _run("softmax", contrast=0.3)
+    assert not np.array_equal(plain.weights, jittered.weights)
+    _assert_same_run(jittered, _run("softmax", contrast=0.3))

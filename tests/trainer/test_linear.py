@@ -299,3 +299,22 @@ def test_float32_batches_give_float32_gradients(kind: Kind) -> None:
     y = rng.integers(0, 2 if kind == "binary" else K, 16).astype(np.intp)
     step = loss_and_grad(kind, W, b, X, y, 1e-3)
     assert step.gW.dtype == np.float32 and step.gb.dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", ["softmax", "binary"])
+def test_contrast_jitter_step_equals_the_step_on_the_scaled_images(kind: Kind) -> None:
+    """loss_and_grad(contrast=(c, m / sd)) must train on exactly (c * p - m) / sd, built
+    explicitly here from the raw pixels p, in float64 to compare to rounding."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (6, 784)).astype(np.float64) / 255
+    mean, sd = rng.random(784), rng.random(784) + 0.05
+    c = rng.uniform(0.7, 1.3, 6)
+    K = 1 if kind == "binary" else 4
+    W, b = rng.normal(size=(784, K)) * 0.01, rng.normal(size=K)
+    y = rng.integers(0, 2 if kind == "binary" else K, 6).astype(np.intp)
+    jittered = loss_and_grad(kind, W, b, (pixels - mean) / sd, y, 1e-3, (c, mean / sd))
+    explicit = loss_and_grad(kind, W, b, (c[:, None] * pixels - mean) / sd, y, 1e-3)
+    assert jittered.loss == pytest.approx(explicit.loss, rel=1e-10)
+    np.testing.assert_allclose(jittered.gW, explicit.gW, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(jittered.gb, explicit.gb, rtol=1e-8, atol=1e-12)
+    assert jittered.n_correct == explicit.n_correct
