@@ -15,10 +15,9 @@ from trainer.train import train_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 KINDS = ("softmax", "binary")
-# A regression guard, not the goal: the issue asks for 0.846. Linear softmax on raw pixels tops out
-# near 0.8455 here (0.8453 +- 0.0005 over 8 seeds; scikit-learn's best is saga's 0.8457), and the
-# shipped model (seed 0) scores 0.8451. See README, "Results".
-SOFTMAX_FLOOR = 0.845
+# The issue's target for the shipped softmax model. scikit-learn's best on this data is 0.8457;
+# plain L2 softmax plateaus near 0.8455 and contrast jitter takes it to 0.8462-0.8471 (6 seeds).
+SOFTMAX_TARGET = 0.846
 
 
 def _shipped(kind: str) -> Artifact:
@@ -55,7 +54,7 @@ def test_shipped_model_reproduces_its_metrics_on_real_data(kind: str, real_data_
     for name, value in measured.items():
         assert value == pytest.approx(stored[name], abs=1e-6), name
     if kind == "softmax":
-        assert measured["accuracy"] >= SOFTMAX_FLOOR
+        assert measured["accuracy"] >= SOFTMAX_TARGET
     else:
         assert measured["roc_auc"] >= 0.9
 
