@@ -234,8 +234,10 @@ class _Run:
                 idx = order[batch * bs : (batch + 1) * bs]
                 contrast = None
                 if cfg.contrast:
-                    factors = self.rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, len(idx))
-                    contrast = (factors.astype(np.float32), self.shift)
+                    factors = self.rng.random(len(idx), dtype=np.float32)  # U(1 - c, 1 + c)
+                    factors *= np.float32(2 * cfg.contrast)
+                    factors += np.float32(1 - cfg.contrast)
+                    contrast = (factors, self.shift)
                 try:
                     with np.errstate(over="raise", invalid="raise", divide="raise"):
                         step = loss_and_grad(kind, W, b, self.X[idx], self.y[idx], cfg.l2, contrast)

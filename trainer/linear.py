@@ -121,7 +121,7 @@ def loss_and_grad(
     if contrast is not None:
         c, s = contrast
         Z *= c[:, None]
-        Z += np.outer(c - 1, s @ W)
+        Z += (c - 1)[:, None] * (s @ W)
     Z += b
     n = X.shape[0]
     if kind == "binary":
@@ -147,7 +147,7 @@ def loss_and_grad(
         gW = X.T @ G
     else:
         gW = X.T @ (G * c[:, None])
-        gW += np.outer(s, (c - 1) @ G)
+        gW += s[:, None] * ((c - 1) @ G)
     reg = 0.0
     if l2:
         gW += l2 * W
