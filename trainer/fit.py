@@ -130,8 +130,8 @@ def fit(
         X_test /= scale
         evals["test"] = (X_test, test[1])
 
-    run = _Run(config, X, targets, evals, n_outputs, rng, progress, should_stop)
-    run.shift = (mean / scale).astype(np.float32)
+    shift = (mean / scale).astype(np.float32)  # where standardisation moves the zero pixel
+    run = _Run(config, X, targets, evals, shift, n_outputs, rng, progress, should_stop)
     W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=len(val_idx) > 0)
     fit_rows = train_idx
     if config.refit and len(val_idx):
@@ -198,16 +198,16 @@ class _Run:
         X: F32,
         y: Targets,
         evals: dict[str, tuple[F32, Targets]],
+        shift: F32,
         n_outputs: int,
         rng: np.random.Generator,
         progress: Callable[[Progress], None] | None,
         should_stop: Callable[[], bool] | None,
     ) -> None:
-        self.config, self.X, self.y, self.evals = config, X, y, evals
+        self.config, self.X, self.y, self.evals, self.shift = config, X, y, evals, shift
         self.n_outputs, self.rng = n_outputs, rng
         self.progress, self.should_stop = progress, should_stop
         self.best_validation: dict[str, float] = {}
-        self.shift = np.zeros(X.shape[1], dtype=np.float32)  # mean / scale, for contrast jitter
 
     def train(
         self, phase: Phase, rows: NDArray[np.intp], epochs: int, *, keep_best: bool
