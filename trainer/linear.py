@@ -125,10 +125,9 @@ def loss_and_grad(
     Z += b
     n = X.shape[0]
     if kind == "binary":
-        z = Z[:, 0]
         target = y.astype(Z.dtype)  # keep float32 batches in float32: y is an integer array
-        ce = float(np.mean(np.logaddexp(0.0, z) - target * z))
-        n_correct = int(np.count_nonzero((z > 0) == (y == 1)))
+        ce = data_loss(kind, Z, y)  # the reported loss; G below stays float32
+        n_correct = int(np.count_nonzero((Z[:, 0] > 0) == (y == 1)))
         G = sigmoid(np.clip(Z, -EXP_FLOOR_NEG, EXP_FLOOR_NEG))
         G -= target[:, None]
         G /= n
