@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -24,24 +25,11 @@ __all__ = ["evaluate", "sweep", "train"]
 
 
 def _config(args: argparse.Namespace, lr: float, **changes: object) -> TrainConfig:
-    fields: dict[str, object] = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": lr,
-        "l2": args.l2,
-        "optimizer": args.optimizer,
-        "momentum": args.momentum,
-        "schedule": args.schedule,
-        "contrast": args.contrast,
-        "validation_fraction": args.validation_fraction,
-        "refit": args.refit,
-        "standardize": args.standardize,
-        "seed": args.seed,
-        "positive": tuple(args.positive),
-        "negative": tuple(args.negative),
-    }
-    return TrainConfig(**{**fields, **changes})  # type: ignore[arg-type]
+    """Every TrainConfig field from the argument of the same name (the rate is passed: sweep has
+    several), so a new field cannot be forgotten here."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if f.name != "learning_rate"}  # fmt: skip
+    return TrainConfig.from_dict({**fields, "learning_rate": lr, **changes})
 
 
 def _load(args: argparse.Namespace) -> data.Dataset:
