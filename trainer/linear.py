@@ -26,6 +26,7 @@ __all__ = [
     "logits",
     "loss_and_grad",
     "pixels_to_features",
+    "predict",
     "predict_labels",
     "predict_proba",
     "sigmoid",
@@ -156,8 +157,14 @@ def loss_and_grad(
 
 def predict_proba(kind: Kind, W: Floats, b: Floats, X: Floats) -> Floats:
     """Softmax: (N, K) class probabilities. Binary: (N,) probability of the positive class."""
+    return predict(kind, W, b, X)[1]
+
+
+def predict(kind: Kind, W: Floats, b: Floats, X: Floats) -> tuple[NDArray[np.intp], Floats]:
+    """Labels (N,) and probabilities (softmax (N, K), binary (N,)) from one pass over the logits."""
     Z = logits(W, b, X)
-    return sigmoid(Z[:, 0]) if kind == "binary" else softmax(Z)
+    proba = sigmoid(Z[:, 0]) if kind == "binary" else softmax(Z)
+    return predict_labels(kind, Z), proba
 
 
 def predict_labels(kind: Kind, Z: Floats) -> NDArray[np.intp]:

@@ -18,6 +18,7 @@ from trainer.linear import (
     logits,
     loss_and_grad,
     pixels_to_features,
+    predict,
     predict_labels,
     predict_proba,
     sigmoid,
@@ -318,3 +319,11 @@ def test_contrast_jitter_step_equals_the_step_on_the_scaled_images(kind: Kind) -
     np.testing.assert_allclose(jittered.gW, explicit.gW, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(jittered.gb, explicit.gb, rtol=1e-8, atol=1e-12)
     assert jittered.n_correct == explicit.n_correct
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_returns_the_labels_and_probabilities_of_the_separate_functions(kind: Kind) -> None:
+    W, b, X, _ = _problem(kind, n=7)
+    labels, proba = predict(kind, W, b, X)
+    np.testing.assert_array_equal(labels, predict_labels(kind, logits(W, b, X)))
+    np.testing.assert_array_equal(proba, predict_proba(kind, W, b, X))
