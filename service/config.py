@@ -1,0 +1,56 @@
+"""Service settings: one pydantic-settings class, read from ``SOFTSERVE_*`` environment variables.
+
+os.environ is read nowhere else in the service; tests build a `Settings` and pass it to
+`create_app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. The README's settings table lists these."""
+
+    model_config = SettingsConfigDict(env_prefix="SOFTSERVE_", extra="ignore", frozen=True)
+
+    model_dir: Path = Field(Path("models"), description="Folder of <name>.npz artifacts to serve")
+    state_dir: Path | None = Field(
+        None, description="Job store folder; default: a 'state' folder beside the model folder"
+    )
+    data_dir: Path | None = Field(
+        None, description="Training data folder (IDX files); default: the trainer's lookup"
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for /train, cancel and activate; unset: no auth"
+    )
+    default_model: str = Field("softmax", description="Model /predict uses without ?model=")
+    required_models: tuple[str, ...] = Field(
+        ("softmax", "binary"), description="Models that must be loaded for /health/ready"
+    )
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted")
+    max_batch: int = Field(1024, ge=1, description="Most images in one /predict request")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=784, description="Largest decoded PNG/JPEG (width x height)"
+    )
+    train_concurrency: int = Field(1, ge=1, le=64, description="Training jobs run at once")
+    train_queue_size: int = Field(8, ge=1, le=10000, description="Jobs that may wait queued")
+    train_max_epochs: int = Field(200, ge=1, le=1000, description="Largest epochs a job may ask")
+    jobs_kept: int = Field(1000, ge=10, description="Finished jobs remembered in the store")
+    watch_interval: float = Field(
+        1.0, gt=0, le=3600, description="Seconds between checks of the model folder"
+    )
+    cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; none: closed")
+    log_level: str = Field("info", description="uvicorn log level")
+
+    @property
+    def job_store_dir(self) -> Path:
+        """Where the job database lives: `state_dir`, or 'state' beside the model folder."""
+        if self.state_dir is not None:
+            return self.state_dir
+        return self.model_dir.resolve().parent / "state"

@@ -1,0 +1,106 @@
+"""Domain errors that carry their HTTP status, and the one JSON shape every error is sent in.
+
+``{"error": {"code": "...", "message": "...", "details": ...}}``: `code` is stable and
+machine-readable, `message` a sentence naming the problem, `details` optional structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "error_body",
+]
+
+
+def error_body(code: str, message: str, details: Any = None) -> bytes:
+    """The JSON bytes of one error, in the shape every error response uses."""
+    return orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+
+
+class ServiceError(Exception):
+    """An expected failure with its HTTP status; the app's handler renders it."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+
+    def body(self) -> bytes:
+        return error_body(self.code, self.message, self.details)
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidInput(ServiceError):
+    status = 422
+    code = "invalid_input"
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    code = "too_many_requests"
+
+
+class ServiceUnavailable(ServiceError):
+    status = 503
+    code = "unavailable"
