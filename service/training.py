@@ -1,0 +1,182 @@
+"""The training child: `run_job` trains one job in its own process and records the outcome.
+
+The runner starts it with the "spawn" context, so the child is a fresh interpreter that imports
+this module before calling `run_job`. That is why NumPy and the trainer are imported only in
+`_train`, after `run_job` has set the BLAS thread variables: BLAS reads them once, when NumPy
+loads, and a child per job using every core would fight the server's workers (and its
+siblings) for them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from service.jobstore import INTERRUPTED, Job, JobStatus, JobStore
+
+if TYPE_CHECKING:
+    from trainer.fit import Progress
+
+__all__ = [
+    "BLAS_THREAD_VARIABLES",
+    "CANCELLED_BY_REQUEST",
+    "CANCELLED_SHUTDOWN",
+    "run_job",
+]
+
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+CANCELLED_BY_REQUEST = "cancelled by request"
+CANCELLED_SHUTDOWN = "cancelled: the server shut down"
+PROGRESS_EVERY = 0.5  # seconds between progress writes within an epoch
+CANCEL_CHECK_EVERY = 0.2  # seconds between looks at the store's cancel flag
+
+
+def run_job(
+    job_id: str, db_path: str, model_dir: str, data_dir: str | None, parent_pid: int
+) -> None:
+    """Train job ``job_id`` and record its end in the store at ``db_path``; a new version goes
+    into ``model_dir`` only through ModelStore.promote (atomic), after training succeeded.
+
+    SIGTERM (sent by the runner when the server shuts down) cancels at the next batch; SIGINT is
+    ignored, because a terminal's Ctrl-C reaches the whole process group and the server decides
+    what happens to its jobs.
+    """
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ[name] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store = JobStore(Path(db_path))
+    stop = _StopCheck(store, job_id, parent_pid)
+    signal.signal(signal.SIGTERM, stop.on_sigterm)
+    job = store.get(job_id)
+    if job is None:  # pruned before it started: nothing to report to
+        print(f"softserve: job {job_id} is not in {db_path}", file=sys.stderr)
+        return
+    try:
+        _train(store, job, Path(model_dir), Path(data_dir) if data_dir else None, stop)
+    except Exception as exc:  # a bug, not a user's mistake: keep the traceback for the log
+        traceback.print_exc()
+        store.finish(job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _train(
+    store: JobStore, job: Job, model_dir: Path, data_dir: Path | None, stop: _StopCheck
+) -> None:
+    from service.modelstore import ModelStore
+    from trainer.config import TrainConfig
+    from trainer.data import load_dataset
+    from trainer.errors import TrainerError
+    from trainer.fit import Cancelled
+    from trainer.train import train_model
+
+    try:
+        config = TrainConfig.from_dict({"model": job.model, **job.params})
+        dataset = load_dataset(data_dir)
+        report = _Reporter(store, job.id, config.refit and config.validation_fraction > 0)
+        artifact, _ = train_model(config, dataset, progress=report, should_stop=stop)
+    except Cancelled:
+        stop.record()
+        return
+    except TrainerError as exc:
+        store.finish(job.id, "failed", error=str(exc))
+        return
+    if stop(fresh=True):  # asked to stop after the last batch: leave the model folder alone
+        stop.record()
+        return
+    try:
+        promotion = ModelStore(model_dir).promote(job.model, artifact, force=job.force)
+    except OSError as exc:
+        store.finish(job.id, "failed", error=f"could not save the new version: {exc}")
+        return
+    done = store.finish(
+        job.id,
+        "succeeded",
+        version=promotion.version,
+        promoted=promotion.promoted,
+        promotion_reason=promotion.reason,
+    )
+    if not done:  # ended by someone else between the last check and the save
+        print(
+            f"softserve: job {job.id} had already ended when its version {promotion.version} "
+            f"was saved ({promotion.reason})",
+            file=sys.stderr,
+        )
+
+
+class _StopCheck:
+    """``should_stop`` for the trainer: cancel requested, SIGTERM received, or parent gone."""
+
+    def __init__(self, store: JobStore, job_id: str, parent_pid: int) -> None:
+        self.store, self.job_id, self.parent_pid = store, job_id, parent_pid
+        self.terminated = False
+        self.requested = False
+        self._checked = -float("inf")
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.terminated = True  # only a flag: the trainer stops cleanly between batches
+
+    def parent_gone(self) -> bool:
+        return os.getppid() != self.parent_pid  # re-parented: the server process died
+
+    def __call__(self, *, fresh: bool = False) -> bool:
+        if self.terminated or self.parent_gone():
+            return True
+        now = time.monotonic()
+        if fresh or now - self._checked >= CANCEL_CHECK_EVERY:
+            self._checked = now
+            self.requested = self.store.is_cancel_requested(self.job_id)
+        return self.requested
+
+    def record(self) -> None:
+        """End the stopped job. A server that died cancelled nothing: the job failed, in the
+        words a restarted worker uses for it, so the record does not depend on which of the
+        two gets there first."""
+        status: JobStatus = "cancelled"
+        error = CANCELLED_BY_REQUEST
+        if self.terminated:
+            error = CANCELLED_SHUTDOWN
+        elif self.parent_gone():
+            status, error = "failed", INTERRUPTED
+        self.store.finish(self.job_id, status, error=error)
+
+
+class _Reporter:
+    """The trainer's progress callback: writes to the store every ``PROGRESS_EVERY`` seconds
+    and at every epoch's end, with that epoch's record."""
+
+    def __init__(self, store: JobStore, job_id: str, refit: bool) -> None:
+        self.store, self.job_id, self.refit = store, job_id, refit
+        self.select_steps = 0  # known once the selection run reports its batches
+        self.fraction = 0.0
+        self._written = -float("inf")
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.record is None and now - self._written < PROGRESS_EVERY:
+            return
+        self._written = now
+        record = None if progress.record is None else progress.record.to_dict()
+        self.store.update_progress(self.job_id, self.summary(progress), record)
+
+    def summary(self, p: Progress) -> dict[str, Any]:
+        done_in_phase = (p.epoch - 1) * p.batches + p.batch
+        if p.phase == "select":
+            self.select_steps = p.epochs * p.batches
+            # the refit's length is the best epoch, unknown until selection ends: guess as long
+            total = self.select_steps * (2 if self.refit else 1)
+            step = done_in_phase
+        else:
+            total = self.select_steps + p.epochs * p.batches
+            step = self.select_steps + done_in_phase
+        # the estimate changes when the refit starts; a progress bar should not move back
+        self.fraction = max(self.fraction, min(step / total, 1.0))
+        return {
+            "phase": p.phase, "epoch": p.epoch, "epochs": p.epochs,
+            "batch": p.batch, "batches": p.batches,
+            "step": step, "total_steps": total, "fraction": self.fraction,
+        }  # fmt: skip

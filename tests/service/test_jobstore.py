@@ -1,0 +1,197 @@
+"""The job store on real SQLite files: queue limit, claims raced by processes, cancel, reap."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from service.jobstore import INTERRUPTED, TERMINAL, JobStore, QueueFull
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "state" / "jobs.sqlite3")
+
+
+def test_submit_get_and_to_dict(store: JobStore) -> None:
+    job = store.submit("softmax", {"epochs": 3, "seed": 1}, False, queue_limit=5)
+    assert len(job.id) == 32 and job.status == "queued"
+    assert store.get(job.id) == job
+    assert store.get("0" * 32) is None
+    view = job.to_dict()
+    assert "owner" not in view
+    assert view["params"] == {"epochs": 3, "seed": 1}
+    assert view["history"] == [] and view["latest"] is None and view["progress"] is None
+    assert view["force"] is False and view["cancel_requested"] is False
+    assert view["created_at"].endswith("Z")
+
+
+def test_jobs_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    first = JobStore(path)
+    job = first.submit("binary", {"positive": ["Shirt"]}, True, queue_limit=5)
+    first.claim("w1", concurrency=1)
+    first.update_progress(job.id, {"fraction": 0.5}, {"phase": "select", "epoch": 1})
+    again = JobStore(path).get(job.id)
+    assert again is not None
+    assert (again.status, again.owner, again.force) == ("running", "w1", True)
+    assert again.params == {"positive": ["Shirt"]}
+    assert again.history == [{"phase": "select", "epoch": 1}]
+
+
+def test_queue_limit_counts_only_queued_jobs(store: JobStore) -> None:
+    store.submit("softmax", {}, False, queue_limit=2)
+    store.submit("softmax", {}, False, queue_limit=2)
+    with pytest.raises(QueueFull, match=r"^2 jobs already queued \(limit 2\); try again later$"):
+        store.submit("softmax", {}, False, queue_limit=2)
+    store.claim("w1", concurrency=1)  # one leaves the queue: room for one more
+    store.submit("softmax", {}, False, queue_limit=2)
+    assert store.counts() == {
+        "queued": 2, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 0,
+    }  # fmt: skip
+
+
+def test_claim_takes_the_oldest_and_respects_concurrency_across_owners(store: JobStore) -> None:
+    ids = [store.submit("softmax", {"seed": i}, False, queue_limit=10).id for i in range(3)]
+    first = store.claim("w1", concurrency=2)
+    second = store.claim("w2", concurrency=2)
+    assert first is not None and second is not None
+    assert [first.id, second.id] == ids[:2]
+    assert (first.owner, first.status, second.owner) == ("w1", "running", "w2")
+    assert first.started_at is not None
+    assert store.claim("w1", concurrency=2) is None  # two run, over both owners
+    assert store.finish(first.id, "succeeded")
+    third = store.claim("w2", concurrency=2)
+    assert third is not None and third.id == ids[2]
+    assert store.claim("w2", concurrency=5) is None  # nothing left
+
+
+def _claim_all(path: str, owner: str, concurrency: int) -> list[str]:
+    """Runs in a pool process: claim until nothing more can be claimed."""
+    store = JobStore(Path(path))
+    claimed = []
+    while (job := store.claim(owner, concurrency=concurrency)) is not None:
+        claimed.append(job.id)
+    return claimed
+
+
+@pytest.mark.parametrize("concurrency", [20, 7])
+def test_processes_racing_to_claim_take_each_job_once(tmp_path: Path, concurrency: int) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    ids = {store.submit("softmax", {}, False, queue_limit=100).id for _ in range(20)}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        futures = [pool.submit(_claim_all, str(path), f"w{i}", concurrency) for i in range(4)]
+        claims = [job_id for future in futures for job_id in future.result(timeout=120)]
+    assert len(claims) == len(set(claims)) == concurrency  # never twice, never too many
+    assert set(claims) <= ids
+    for job_id in claims:
+        job = store.get(job_id)
+        assert job is not None and job.status == "running"
+    assert store.counts()["queued"] == 20 - concurrency
+
+
+def test_cancel_queued_running_finished_and_unknown(store: JobStore) -> None:
+    queued = store.submit("softmax", {}, False, queue_limit=10)
+    running = store.submit("softmax", {}, False, queue_limit=10)
+    done = store.submit("softmax", {}, False, queue_limit=10)
+    cancelled = store.request_cancel(queued.id)
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.error) == ("cancelled", "cancelled before it started")
+    assert cancelled.finished_at is not None
+    assert store.claim("w1", concurrency=2) is not None  # `running`: `queued` is no more queued
+    assert not store.is_cancel_requested(running.id)
+    flagged = store.request_cancel(running.id)
+    assert flagged is not None
+    assert (flagged.status, flagged.cancel_requested) == ("running", True)
+    assert store.is_cancel_requested(running.id)
+    store.claim("w1", concurrency=2)
+    store.finish(done.id, "succeeded", version="v1")
+    after = store.request_cancel(done.id)
+    assert after is not None and (after.status, after.cancel_requested) == ("succeeded", False)
+    assert store.request_cancel("f" * 32) is None
+
+
+def test_finish_never_overwrites_an_ended_job(store: JobStore) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=10)
+    store.claim("w1", concurrency=1)
+    assert store.finish(
+        job.id, "succeeded", version="v1", promoted=False, promotion_reason="kept: worse"
+    )
+    assert not store.finish(job.id, "failed", error="late")
+    assert not store.finish(job.id, "cancelled", error="late")
+    ended = store.get(job.id)
+    assert ended is not None
+    assert (ended.status, ended.error, ended.version) == ("succeeded", None, "v1")
+    assert (ended.promoted, ended.promotion_reason) == (False, "kept: worse")
+    assert ended.finished_at is not None
+    store.update_progress(job.id, {"fraction": 0.1}, {"epoch": 9})  # a late child: ignored
+    assert store.get(job.id) == ended
+    assert store.is_cancel_requested(job.id)  # ended: whoever still runs it should stop
+    with pytest.raises(ValueError, match="terminal status"):
+        store.finish(job.id, "running")
+
+
+def test_progress_and_history(store: JobStore) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=10)
+    store.claim("w1", concurrency=1)
+    store.update_progress(job.id, {"phase": "select", "fraction": 0.25})
+    first = store.get(job.id)
+    store.update_progress(job.id, {"phase": "select", "fraction": 0.5}, {"epoch": 1})
+    store.update_progress(job.id, {"phase": "refit", "fraction": 0.75}, {"epoch": 2})
+    last = store.get(job.id)
+    assert first is not None and last is not None
+    assert first.history == [] and first.progress == {"phase": "select", "fraction": 0.25}
+    assert last.history == [{"epoch": 1}, {"epoch": 2}]
+    assert last.to_dict()["latest"] == {"epoch": 2}
+    assert last.updated_at != first.updated_at  # watchers compare it to see changes
+
+
+def test_reap_fails_stale_and_dead_owners_jobs_but_not_the_callers(store: JobStore) -> None:
+    ids = [store.submit("softmax", {}, False, queue_limit=10).id for _ in range(3)]
+    for owner in ("me", "alive", "dead"):
+        store.claim(owner, concurrency=3)
+    assert store.reap(owner="me", stale_after=3600.0) == []  # all fresh
+    reaped = store.reap(owner="me", stale_after=3600.0, owner_alive=lambda o: o != "dead")
+    assert [job.id for job in reaped] == [ids[2]]
+    assert (reaped[0].status, reaped[0].error) == ("failed", INTERRUPTED)
+    assert "interrupted" in INTERRUPTED
+    stale = store.reap(owner="me", stale_after=0.0)  # every heartbeat counts as old now
+    assert [job.id for job in stale] == [ids[1]]
+    mine = store.get(ids[0])
+    assert mine is not None and mine.status == "running"
+    assert store.reap(owner="someone else", stale_after=0.0)[0].id == ids[0]
+
+
+def test_heartbeat_keeps_a_job_from_being_reaped(store: JobStore) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=10)
+    store.claim("w1", concurrency=1)
+    store.heartbeat("w1")
+    assert store.reap(owner="w2", stale_after=3600.0) == []
+    assert store.get(job.id) is not None
+
+
+def test_list_is_newest_first_and_filters(store: JobStore) -> None:
+    ids = [store.submit("softmax", {"seed": i}, False, queue_limit=10).id for i in range(4)]
+    store.claim("w1", concurrency=1)
+    assert [job.id for job in store.list()] == ids[::-1]
+    assert [job.id for job in store.list(limit=2)] == ids[:1:-1]
+    assert [job.id for job in store.list(status="running")] == ids[:1]
+    assert store.list(status="failed") == []
+
+
+def test_prune_forgets_the_oldest_ended_jobs_only(store: JobStore) -> None:
+    ids = [store.submit("softmax", {}, False, queue_limit=10).id for _ in range(6)]
+    for job_id in ids[:4]:
+        store.request_cancel(job_id)  # queued -> cancelled: ended
+    store.claim("w1", concurrency=1)  # ids[4] runs, ids[5] waits
+    assert store.prune(keep=1) == 3
+    assert [job.id for job in store.list()] == [ids[5], ids[4], ids[3]]
+    assert store.prune(keep=1) == 0
+    assert store.prune(keep=0) == 1
+    assert {job.status for job in store.list()} == {"queued", "running"}
+    assert not {"queued", "running"} & TERMINAL
