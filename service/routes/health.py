@@ -1,0 +1,60 @@
+"""Liveness and readiness, for load balancers and container health checks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from service.errors import ServiceUnavailable
+from service.schemas import ErrorResponse
+from service.state import get_state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get(
+    "/live",
+    summary="The process answers",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "live", "pid": 1234}}}}
+    },
+)
+async def live() -> dict[str, str | int]:
+    return {"status": "live", "pid": os.getpid()}  # which worker answered, behind one port
+
+
+@router.get(
+    "/ready",
+    summary="200 only when every required model is loaded and valid",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ready",
+                        "models": {"softmax": "20261122T045742Z-1f3a1006"},
+                        "problems": {},
+                    }
+                }
+            }
+        },
+        503: {"model": ErrorResponse, "description": "Not ready; the message says why"},
+    },
+)
+async def ready(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    registry = state.registry
+    reasons = registry.not_ready()
+    if reasons:
+        raise ServiceUnavailable(
+            "; ".join(reasons), code="not_ready", details={"problems": dict(registry.problems)}
+        )
+    return {
+        "status": "ready",
+        "models": {name: served.version for name, served in sorted(registry.models.items())},
+        "problems": dict(registry.problems),
+    }

@@ -1,0 +1,112 @@
+"""Prometheus metrics (prometheus-client), one CollectorRegistry per app so tests stay apart.
+
+Request counts and latencies are counted as they happen; model quality and job states are read
+at scrape time from the registry and the job store, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Telemetry"]
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SPLITS = ("train", "validation", "test")
+_BINARY = ("roc_auc", "precision", "recall", "f1")
+
+
+class Telemetry:
+    """What /metrics exposes in Prometheus form."""
+
+    def __init__(
+        self,
+        models: Callable[[], Mapping[str, Any]],
+        job_counts: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "softserve_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "softserve_request_duration_seconds",
+            "HTTP request latency by route and status",
+            ["route", "method", "status"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self._predictions = Counter(
+            "softserve_predictions",
+            "Images classified, by model",
+            ["model"],
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._models: dict[str, Any] = {}
+        self.registry.register(_StateCollector(models, job_counts))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        pair = self._children.get(key)
+        if pair is None:  # labels() costs a lock and a dict walk; do it once per key
+            labels = (route, method, str(status))
+            pair = (self._requests.labels(*labels), self._latency.labels(*labels))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def predicted(self, model: str, n: int) -> None:
+        child = self._models.get(model)
+        if child is None:
+            child = self._models[model] = self._predictions.labels(model)
+        child.inc(n)
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self,
+        models: Callable[[], Mapping[str, Any]],
+        job_counts: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._models = models
+        self._job_counts = job_counts
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected on demand; nothing to pre-register
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "version", "split"]
+        loss = GaugeMetricFamily(
+            "softserve_model_loss", "Cross-entropy of the active version", labels=labels
+        )
+        acc = GaugeMetricFamily(
+            "softserve_model_accuracy", "Accuracy of the active version", labels=labels
+        )
+        binary = GaugeMetricFamily(
+            "softserve_model_binary_metric",
+            "Binary metrics of the active version",
+            labels=[*labels, "metric"],
+        )
+        for name, served in sorted(self._models().items()):
+            metrics = served.summary["metrics"]
+            for split in _SPLITS:
+                values = metrics.get(split) or {}
+                key = [name, served.version, split]
+                if isinstance(values.get("loss"), int | float):
+                    loss.add_metric(key, float(values["loss"]))
+                if isinstance(values.get("accuracy"), int | float):
+                    acc.add_metric(key, float(values["accuracy"]))
+                for metric in _BINARY:
+                    if isinstance(values.get(metric), int | float):
+                        binary.add_metric([*key, metric], float(values[metric]))
+        jobs = GaugeMetricFamily("softserve_jobs", "Training jobs by state", labels=["state"])
+        for state, count in sorted(self._job_counts().items()):
+            jobs.add_metric([state], count)
+        yield from (loss, acc, binary, jobs)

@@ -1,0 +1,93 @@
+"""``uvicorn --workers 2``: one job store, each job run once, every worker serving new versions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.server import Server, run_server, wait_for
+from tests.synthetic import write_dataset
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("workers")
+    env = {
+        "SOFTSERVE_DATA_DIR": str(write_dataset(root / "data")),
+        "SOFTSERVE_TRAIN_QUEUE_SIZE": "6",
+    }
+    with run_server(root, env, workers=2) as running:
+        # both workers must be up before the tests count on them
+        wait_for(lambda: running.log_text().count("Application startup complete") >= 2)
+        yield running
+
+
+def _fresh_get(server: Server, path: str) -> httpx.Response:
+    """A new connection per request, so the kernel spreads them over both workers."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return client.get(path)
+
+
+def test_concurrent_submissions_each_run_exactly_once_beyond_the_queue_429(server: Server) -> None:
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/train", json={"epochs": 1, "force": True})
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=post) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = [r.json()["job_id"] for r in results if r.status_code == 202]
+    refused = [r for r in results if r.status_code != 202]
+    assert all(r.status_code == 429 for r in refused), [r.text for r in refused]
+    # at most 6 wait queued, plus any a worker had already claimed when a request arrived
+    assert 6 <= len(accepted) < 12 and refused
+
+    def all_done() -> list[dict[str, Any]] | None:
+        jobs = [_fresh_get(server, f"/train/{j}").json() for j in accepted]
+        return jobs if all(j["status"] in TERMINAL for j in jobs) else None
+
+    jobs = wait_for(all_done, timeout=240)
+    assert isinstance(jobs, list)
+    assert [j["status"] for j in jobs] == ["succeeded"] * len(accepted)
+    # each job ran once: one selection history, one version, one kept file per job
+    for job in jobs:
+        assert [e["epoch"] for e in job["history"] if e["phase"] == "select"] == [1]
+    versions = {j["version"] for j in jobs}
+    assert len(versions) == len(jobs)
+    kept = {p.stem for p in (server.model_dir / "softmax").glob("*.npz")}
+    assert versions <= kept
+
+
+def test_every_worker_serves_a_version_activated_through_one(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        versions = client.get("/models/softmax/versions").json()
+        active = versions["active"]
+        other = next(v["version"] for v in versions["versions"] if v["version"] != active)
+        r = client.post("/models/softmax/activate", json={"version": other})
+        assert r.status_code == 200 and r.json()["version"] == other
+
+    def everyone_serves(version: str) -> bool:
+        seen: dict[int, str] = {}
+        for _ in range(40):
+            with httpx.Client(base_url=server.url, timeout=30) as c:  # one connection: one worker
+                pid = c.get("/health/live").json()["pid"]
+                seen[pid] = c.get("/models/softmax").json()["version"]
+        return len(seen) == 2 and set(seen.values()) == {version}
+
+    wait_for(lambda: everyone_serves(other), timeout=60)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/models/softmax/activate", json={"version": active}).status_code == 200
+    wait_for(lambda: everyone_serves(active), timeout=60)
