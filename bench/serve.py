@@ -1,0 +1,248 @@
+"""The service's /predict against the floor, a bare ASGI app doing the same work, under wrk.
+
+    python -m bench.serve [--runs N] [--duration S] [--connections C] [--batch N] [--quick]
+                          [--markdown]
+
+Each run starts one uvicorn process (one worker, pinned to one core; wrk on another), waits until
+it answers, warms it up for a second, then measures with wrk: one Fashion-MNIST image as JSON,
+then a batch of raw uint8 images. Floor and service runs alternate, so a busy spell slows both.
+Prints tables of medians and the ratios to the floor beside their targets; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import numpy as np
+import orjson
+
+from bench.train import load_average, render
+from trainer.contract import N_FEATURES
+from trainer.data import DEBIAN_DIR, load_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).with_name("wrk_post.lua")
+FLOOR, SERVICE = "floor", "service"
+JSON, RAW = "application/json", "application/octet-stream"
+MIN_THROUGHPUT, MAX_P99, MIN_BATCH_GAIN = 0.80, 2.0, 100.0  # the targets, as ratios
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk measurement; latencies in milliseconds."""
+
+    rps: float
+    p50: float
+    p99: float
+    errors: dict[str, int]  # kind -> count: connect, read, write, timeout, status (>= 400)
+
+    @property
+    def n_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+def pinning() -> tuple[list[str], list[str]]:
+    """Command prefixes putting the server and wrk on different cores, when there are two."""
+    cores = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None or len(cores) < 2:
+        return [], []
+    return ["taskset", "-c", str(cores[0])], ["taskset", "-c", str(cores[1])]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(app: str, ready_path: str, env: dict[str, str], pin: list[str]) -> Iterator[str]:
+    """Run uvicorn serving ``app`` until the block ends; yields its base URL."""
+    port = free_port()
+    cmd = [*pin, sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read()[-3000:].decode(errors="replace")
+                    raise RuntimeError(f"{app} did not start (exit {proc.returncode}):\n{tail}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            yield url
+        finally:  # also on Ctrl-C: the child is ours, killed by its PID
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wrk(url: str, body: Path, content_type: str, seconds: float, connections: int,
+        pin: list[str]) -> Run:  # fmt: skip
+    cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+           "-s", str(LUA), url + "/predict", "--", str(body), content_type]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if out.returncode or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    r = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = {k: r[k] for k in ("connect", "read", "write", "timeout", "status") if r[k]}
+    return Run(r["requests"] / r["duration_us"] * 1e6, r["p50_us"] / 1e3, r["p99_us"] / 1e3,
+               errors)  # fmt: skip
+
+
+def probe(url: str, body: Path, content_type: str) -> str | None:
+    """None if one request answers 200, else its status and the start of its body."""
+    headers = {"content-type": content_type}
+    reply = httpx.post(url + "/predict", content=body.read_bytes(), headers=headers, timeout=30)
+    return None if reply.status_code == 200 else f"{reply.status_code} {reply.text[:500]}"
+
+
+def write_bodies(folder: Path, batch: int) -> tuple[Path, Path, str]:
+    """One image as JSON and ``batch`` images as raw bytes; test images when the data is here."""
+    if DEBIAN_DIR.is_dir():
+        images = load_dataset(DEBIAN_DIR).test_images
+        images = np.resize(images, (batch, N_FEATURES))  # repeats the set if batch > 10000
+        source = f"Fashion-MNIST test images from {DEBIAN_DIR}"
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (batch, N_FEATURES), dtype=np.uint8)
+        source = f"random pixels (no Fashion-MNIST at {DEBIAN_DIR})"
+    one, many = folder / "one.json", folder / "batch.u8"
+    one.write_bytes(orjson.dumps({"pixels": images[0].tolist()}))
+    many.write_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    return one, many, source
+
+
+def summary(name: str, runs: list[Run], per_request: int) -> list[str]:
+    rps = [r.rps for r in runs]
+    errors = sum(r.n_errors for r in runs)
+    return [name, str(len(runs)), f"{statistics.median(rps):.0f}",
+            f"{min(rps):.0f}-{max(rps):.0f}", f"{statistics.median(rps) * per_request:.0f}",
+            f"{statistics.median(r.p50 for r in runs):.2f}",
+            f"{statistics.median(r.p99 for r in runs):.2f}",
+            f"{errors} in {sum(r.n_errors > 0 for r in runs)} runs" if errors else "0"]  # fmt: skip
+
+
+HEADER = ["app", "runs", "req/s", "min-max req/s", "images/s", "p50 ms", "p99 ms", "errors"]
+
+
+def ratio_rows(res: dict[tuple[str, str], list[Run]], batch: int) -> list[list[str]]:
+    def med(app: str, kind: str, field: str) -> float:
+        return statistics.median(float(getattr(r, field)) for r in res[app, kind])
+
+    throughput = med(SERVICE, JSON, "rps") / med(FLOOR, JSON, "rps")
+    p99 = med(SERVICE, JSON, "p99") / med(FLOOR, JSON, "p99")
+    gain = med(SERVICE, RAW, "rps") * batch / med(SERVICE, JSON, "rps")
+    floor_gain = med(FLOOR, RAW, "rps") * batch / med(FLOOR, JSON, "rps")
+    checks: list[tuple[str, float, str, bool | None]] = [
+        ("single JSON req/s, service / floor", throughput, f">= {MIN_THROUGHPUT:.2f}",
+         throughput >= MIN_THROUGHPUT),
+        ("single JSON p99, service / floor", p99, f"<= {MAX_P99:.2f}", p99 <= MAX_P99),
+        ("service images/s, batched / single JSON", gain, f">= {MIN_BATCH_GAIN:.0f}",
+         gain >= MIN_BATCH_GAIN),
+        ("floor images/s, batched / single JSON", floor_gain, "-", None),
+        ("batched images/s, service / floor",
+         med(SERVICE, RAW, "rps") / med(FLOOR, RAW, "rps"), "-", None),
+    ]  # fmt: skip
+    return [[name, f"{value:.2f}", target, {True: "yes", False: "NO", None: "-"}[met]]
+            for name, value, target, met in checks]  # fmt: skip
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so that `kill` stops the servers and wrk as Ctrl-C does
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve", description="The service's /predict against the floor."
+    )
+    add = parser.add_argument
+    add("--runs", type=int, help="runs of each app, alternating (5; --quick: 3)")
+    add("--duration", type=float, help="seconds of each wrk measurement (5; --quick: 2)")
+    add("--connections", type=int, default=16, help="wrk connections (%(default)s)")
+    add("--batch", type=int, default=1024, help="images per batched request (%(default)s)")
+    add("--quick", action="store_true", help="3 runs of 2 s: a smoke run")
+    add("--service-app", default="service.app:app", help="the app measured (%(default)s)")
+    add("--markdown", action="store_true", help="print the tables as Markdown")
+    args = parser.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    seconds = args.duration or (2.0 if args.quick else 5.0)
+    server_pin, wrk_pin = pinning()
+    signal.signal(signal.SIGTERM, interrupt)
+    started = time.perf_counter()
+    cores = f"server on core {server_pin[2]}, wrk on {wrk_pin[2]}" if server_pin else "unpinned"
+    print(f"machine: Python {platform.python_version()}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs, load average {load_average()}; {cores}")  # fmt: skip
+
+    apps = {FLOOR: ("bench._floor:app", "/"), SERVICE: (args.service_app, "/health/live")}
+    res: dict[tuple[str, str], list[Run]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        one, many, source = write_bodies(Path(tmp), args.batch)
+        print(f"requests: {source}; {one.stat().st_size} JSON bytes, {args.batch} x 784 raw bytes")
+        env = {**os.environ, "SOFTSERVE_MODEL_DIR": str(ROOT / "models"),
+               "SOFTSERVE_STATE_DIR": str(Path(tmp) / "state")}  # fmt: skip
+        problems: dict[tuple[str, str], str] = {}
+        try:
+            for i in range(runs):
+                for name, (app, ready) in apps.items():
+                    with server(app, ready, env, server_pin) as url:
+                        for body, kind in ((one, JSON), (many, RAW)):
+                            problem = probe(url, body, kind)
+                            if problem and (name, kind) not in problems:
+                                problems[name, kind] = problem
+                                print(f"  {name} {kind}: {problem}", file=sys.stderr)
+                            wrk(url, body, kind, 1.0, args.connections, wrk_pin)  # warm-up
+                            run = wrk(url, body, kind, seconds, args.connections, wrk_pin)
+                            res.setdefault((name, kind), []).append(run)
+                            flag = f"  ERRORS {run.errors}" if run.errors else ""
+                            print(f"  run {i + 1}/{runs} {name} {kind}: {run.rps:.0f} req/s, "
+                                  f"p50 {run.p50:.2f} ms, p99 {run.p99:.2f} ms{flag}",
+                                  file=sys.stderr, flush=True)  # fmt: skip
+        except KeyboardInterrupt:
+            print("interrupted: every server and wrk stopped", file=sys.stderr)
+            return 130
+
+    print(f"\nOne image as JSON, POST /predict ({args.connections} connections, {seconds:g} s "
+          f"per run, medians over {runs} runs):\n")  # fmt: skip
+    print(render(HEADER, [summary(n, res[n, JSON], 1) for n in apps], args.markdown))
+    print(f"\n{args.batch} images as raw uint8 (application/octet-stream), POST /predict:\n")
+    print(render(HEADER, [summary(n, res[n, RAW], args.batch) for n in apps], args.markdown))
+    print("\nRatios of medians, and the targets:\n")
+    ratios = ratio_rows(res, args.batch)
+    print(render(["ratio", "measured", "target", "met"], ratios, args.markdown))
+    for (name, kind), problem in problems.items():
+        print(f"\n{name} {kind}: a probe request got {problem}")
+    if any(r.errors for rs in res.values() for r in rs):
+        print("\nwrk saw errors: see the errors column and the per-run lines above.")
+    print(f"\nafter: load average {load_average()}; benchmark took "
+          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
