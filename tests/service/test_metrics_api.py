@@ -1,0 +1,323 @@
+"""GET /metrics (JSON, Prometheus text, OpenMetrics) and the OpenAPI docs, over HTTP against a
+real uvicorn process."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pkgutil
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from numpy.typing import NDArray
+from PIL import Image
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+import service.routes
+from tests.service.server import SHIPPED, Server
+from trainer import artifacts
+from trainer.artifacts import Artifact
+
+Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+SPLITS = ("train", "validation", "test")
+BINARY_METRICS = ("roc_auc", "precision", "recall", "f1")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, Artifact]:
+    return {name: artifacts.load(SHIPPED / f"{name}.npz") for name in ("softmax", "binary")}
+
+
+def index(samples: Iterable[Sample]) -> Samples:
+    return {(s.name, frozenset(s.labels.items())): s.value for s in samples}
+
+
+def scrape(client: httpx.Client) -> Samples:
+    """Every sample of the Prometheus text exposition, by name and labels."""
+    response = client.get("/metrics", headers={"Accept": "text/plain"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = list(text_string_to_metric_families(response.text))
+    return index(s for family in families for s in family.samples)
+
+
+def parse_openmetrics(text: str) -> list[Metric]:
+    # The OpenMetrics parser has no annotations; its text-format twin returns the same types.
+    parse = cast(
+        Callable[[str], Iterable[Metric]], openmetrics_parser.text_string_to_metric_families
+    )
+    return list(parse(text))
+
+
+def png(pixels: NDArray[np.uint8]) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels.reshape(28, 28)).save(out, "PNG")
+    return out.getvalue()
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value; 0 if it is absent (a counter not yet incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "*/*"])
+def test_metrics_json_has_each_models_latest_numbers(
+    client: httpx.Client, shipped: dict[str, Artifact], accept: str | None
+) -> None:
+    response = client.get("/metrics", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert sorted(body["models"]) == ["binary", "softmax"]
+    for name, entry in body["models"].items():
+        artifact = shipped[name]
+        metrics = artifact.meta["metrics"]
+        assert entry["version"] == artifact.version
+        assert entry["kind"] == artifact.kind
+        assert entry["created_at"] == artifact.created_at
+        assert entry["loaded_at"].endswith("Z")
+        assert entry["source"] == {"artifact": f"{name}.npz", "job_id": None}
+        for split in SPLITS:
+            assert entry[split] == metrics[split]
+            assert isinstance(entry[split]["loss"], float)
+            assert isinstance(entry[split]["accuracy"], float)
+    assert set(body["models"]["binary"]["test"]) >= {"loss", "accuracy", *BINARY_METRICS}
+    assert not set(body["models"]["softmax"]["test"]) & set(BINARY_METRICS)
+    assert body["jobs"] == {"counts": dict.fromkeys(JOB_STATES, 0), "running": []}
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+def test_prometheus_counts_requests_predictions_and_latency(
+    client: httpx.Client, test_images: Images
+) -> None:
+    images = test_images[0]
+    before = scrape(client)
+    raw = {"content-type": "application/octet-stream"}
+    upload = [("file", ("a.png", png(images[0]), "image/png"))]
+    answered = [
+        client.post("/predict", json={"images": images[:2].tolist()}),
+        client.post("/predict", json={"images": images[2:4].tolist()}),
+        client.post("/predict", content=images[4:7].tobytes(), headers=raw),
+        client.post("/predict?model=binary", json={"images": images[:5].tolist()}),
+        client.post("/models/softmax/predict", files=upload),  # the FastAPI route
+        client.post("/predict", json={"pixels": [0] * 783}),
+        client.post("/predict", content=images[0].tobytes(), headers={"content-type": "text/csv"}),
+    ]
+    assert [r.status_code for r in answered] == [200, 200, 200, 200, 200, 422, 415]
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    predict = {"route": "/predict", "method": "POST"}
+    named = {"route": "/models/{name}/predict", "method": "POST"}
+    assert delta("softserve_requests_total", **predict, status="200") == 4
+    assert delta("softserve_requests_total", **predict, status="415") == 1
+    assert delta("softserve_requests_total", **predict, status="422") == 1
+    assert delta("softserve_requests_total", **named, status="200") == 1
+    assert delta("softserve_predictions_total", model="softmax") == 2 + 2 + 3 + 1
+    assert delta("softserve_predictions_total", model="binary") == 5
+    assert delta("softserve_requests_total", route="/metrics", method="GET", status="200") == 1
+
+    latency = "softserve_request_duration_seconds"
+    labels = {**predict, "status": "200"}
+    assert delta(f"{latency}_count", **labels) == 4
+    assert delta(f"{latency}_sum", **labels) > 0
+    buckets: list[tuple[float, float]] = []
+    for (name, key), count in after.items():
+        bucket = dict(key)
+        le = bucket.pop("le", "")
+        if name == f"{latency}_bucket" and bucket == labels:
+            buckets.append((float(le), count))
+    buckets.sort()
+    assert len(buckets) >= 10
+    assert buckets[-1] == (float("inf"), value(after, f"{latency}_count", **labels))
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts)  # cumulative
+
+
+def test_prometheus_model_gauges_are_the_artifacts_metrics(
+    client: httpx.Client, shipped: dict[str, Artifact]
+) -> None:
+    samples = scrape(client)
+    for name, artifact in shipped.items():
+        metrics = artifact.meta["metrics"]
+        for split in SPLITS:
+            key = {"model": name, "version": artifact.version, "split": split}
+            acc = value(samples, "softserve_model_accuracy", **key)
+            assert acc == pytest.approx(metrics[split]["accuracy"], rel=1e-12)
+            loss = value(samples, "softserve_model_loss", **key)
+            assert loss == pytest.approx(metrics[split]["loss"], rel=1e-12)
+            for metric in BINARY_METRICS:
+                sample = (
+                    "softserve_model_binary_metric",
+                    frozenset({**key, "metric": metric}.items()),
+                )
+                if artifact.kind == "binary":
+                    assert samples[sample] == pytest.approx(metrics[split][metric], rel=1e-12)
+                else:
+                    assert sample not in samples
+    for state in JOB_STATES:
+        assert samples[("softserve_jobs", frozenset({("state", state)}))] == 0
+
+
+def test_openmetrics_parses_and_agrees(client: httpx.Client, shipped: dict[str, Artifact]) -> None:
+    assert client.post("/predict", json={"pixels": [0] * 784}).status_code == 200
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(response.text)}
+    assert families["softserve_requests"].type == "counter"
+    assert families["softserve_predictions"].type == "counter"
+    assert families["softserve_request_duration_seconds"].type == "histogram"
+    assert families["softserve_model_accuracy"].type == "gauge"
+    samples = index(s for f in families.values() for s in f.samples)
+    ok = {"route": "/predict", "method": "POST", "status": "200"}
+    assert value(samples, "softserve_requests_total", **ok) >= 1
+    assert value(samples, "softserve_predictions_total", model="softmax") >= 1
+    softmax = shipped["softmax"]
+    key = {"model": "softmax", "version": softmax.version, "split": "test"}
+    assert value(samples, "softserve_model_accuracy", **key) == pytest.approx(
+        softmax.meta["metrics"]["test"]["accuracy"]
+    )
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+ENDPOINTS = {
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("post", "/predict"),
+    ("post", "/models/{name}/predict"),
+    ("get", "/models"),
+    ("get", "/models/{name}"),
+    ("get", "/models/{name}/versions"),
+    ("post", "/models/{name}/activate"),
+    ("post", "/train"),
+    ("get", "/train"),
+    ("get", "/train/{job_id}"),
+    ("delete", "/train/{job_id}"),
+    ("get", "/train/{job_id}/events"),
+    ("get", "/metrics"),
+}
+
+
+@pytest.fixture(scope="module")
+def spec(server: Server) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method, path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schema and, through $ref and anyOf, the schemas it stands for."""
+    found = [schema]
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        found += resolve(spec, spec["components"]["schemas"][name])
+    for option in schema.get("anyOf", []):
+        found += resolve(spec, option)
+    return found
+
+
+def has_example(spec: dict[str, Any], content: dict[str, Any]) -> bool:
+    for media in content.values():
+        if "example" in media or "examples" in media:
+            return True
+        if any("example" in s or "examples" in s for s in resolve(spec, media.get("schema", {}))):
+            return True
+    return False
+
+
+def all_routers() -> list[APIRouter]:
+    """The router of every module in service.routes: what the app serves besides its docs."""
+    modules = pkgutil.iter_modules(service.routes.__path__, f"{service.routes.__name__}.")
+    routers = [importlib.import_module(m.name).router for m in modules]
+    assert routers
+    return routers
+
+
+def test_openapi_lists_every_endpoint(spec: dict[str, Any]) -> None:
+    documented = set(operations(spec))
+    assert documented >= ENDPOINTS
+    routed = {
+        (method.lower(), route.path)
+        for router in all_routers()
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in route.methods or ()
+    }
+    assert documented == routed
+
+
+def test_every_operation_has_a_summary_and_examples(spec: dict[str, Any]) -> None:
+    for (method, path), operation in operations(spec).items():
+        where = f"{method.upper()} {path}"
+        assert operation.get("summary"), where
+        success = [r for status, r in operation["responses"].items() if status.startswith("2")]
+        assert success, where
+        assert any(has_example(spec, r.get("content", {})) for r in success), where
+        if "requestBody" in operation:
+            assert has_example(spec, operation["requestBody"]["content"]), where
+
+
+def test_documented_errors_have_the_one_error_shape(spec: dict[str, Any]) -> None:
+    checked: set[str] = set()
+    for (method, path), operation in operations(spec).items():
+        if path.startswith("/train"):  # its docs belong with the training routes' own tests
+            continue
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                schemas = [m["schema"] for m in response["content"].values()]
+                where = f"{method.upper()} {path} {status}"
+                assert schemas == [{"$ref": "#/components/schemas/ErrorResponse"}], where
+                checked.add(where)
+    expected = {"POST /predict 422", "GET /health/ready 503", "POST /models/{name}/activate 422"}
+    assert expected <= checked
+
+
+def test_predict_documents_every_content_type(spec: dict[str, Any]) -> None:
+    for path in ("/predict", "/models/{name}/predict"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert set(body) == {
+            "application/json",
+            "application/octet-stream",
+            "image/png",
+            "image/jpeg",
+            "multipart/form-data",
+        }
+
+
+def test_docs_pages_answer(client: httpx.Client) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in docs.text
+    assert "/openapi.json" in docs.text
+    assert client.get("/redoc").status_code == 200
