@@ -164,13 +164,14 @@ def _diagnose(images: list[Any], batch: bool) -> InvalidInput | None:
     """Walk the request to name what is wrong with which image and pixel (None: nothing is)."""
     problems: list[dict[str, Any]] = []
     for index, image in enumerate(images):
-        where = f"image {index}: " if batch else ""
         for pixel, problem in _image_problems(image):
             entry: dict[str, Any] = {"image": index, "problem": problem}
             if pixel is not None:
                 entry["pixel"] = pixel
             if not problems:
-                first = where + (f"pixel {pixel}: " if pixel is not None else "") + problem
+                place = [f"image {index}"] if batch else []
+                place += [f"pixel {pixel}"] if pixel is not None else []
+                first = ", ".join(place) + ": " + problem if place else problem
             problems.append(entry)
             if len(problems) >= MAX_PROBLEMS:
                 return InvalidInput(first, code="invalid_pixels", details=problems)

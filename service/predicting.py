@@ -91,7 +91,7 @@ async def read_pixels(media: str, body: bytes, state: AppState) -> inputs.Pixels
 
 
 def served_model(state: AppState, name: str | None, top_k: int | None) -> Served:
-    served = state.registry.get(name or state.settings.default_model)
+    served = state.registry.get(state.settings.default_model if name is None else name)
     if top_k is not None and served.kind != "softmax":
         raise InvalidInput(
             f"top_k applies to softmax models; {served.name!r} is {served.kind}",

@@ -114,7 +114,8 @@ class Registry:
             except (ArtifactError, OSError) as e:
                 self._bad[name] = stamp
                 kept = f"; still serving version {current.version}" if current else ""
-                self.problems[name] = f"{path.name} was rejected: {e}{kept}"
+                why = e.problem if isinstance(e, ArtifactError) else (e.strerror or str(e))
+                self.problems[name] = f"{path.name} was rejected: {why}{kept}"  # no server paths
                 log.error("model %s: %s rejected, not served%s: %s", name, path, kept, e)
                 continue
             self._bad.pop(name, None)
@@ -125,6 +126,7 @@ class Registry:
                     "model %s: serving version %s (pid %d)", name, artifact.version, os.getpid()
                 )
             models[name] = Served(name, artifact, utc_now_iso(), stamp)
+            self._keep(name, artifact)
         for name in set(models) - names:
             del models[name]
             changed.append(name)
@@ -132,6 +134,15 @@ class Registry:
             log.warning("model %s: file removed, no longer served", name)
         self.models = models  # one assignment: readers see the old dict or the new one
         return changed
+
+    def _keep(self, name: str, artifact: Artifact) -> None:
+        """Keep a copy of every version served among the versions, so that whatever replaces the
+        active file (a promotion, an activation, a bad copy) can be rolled back."""
+        try:
+            if not self.store.version_path(name, artifact.version).exists():
+                self.store.add_version(name, artifact)
+        except (StoreError, ArtifactError, OSError) as e:  # a read-only folder, an odd version id
+            log.warning("model %s: version %s not kept: %s", name, artifact.version, e)
 
     def not_ready(self) -> list[str]:
         """Why the service is not ready (empty when every required model is served)."""

@@ -21,7 +21,12 @@ from trainer.tasks import resolve_classes
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/train", tags=["train"])
+# 422 is listed so the docs show the error shape the app sends, not FastAPI's default one.
+router = APIRouter(
+    prefix="/train",
+    tags=["train"],
+    responses={422: {"model": ErrorResponse, "description": "Invalid request"}},
+)
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_POLL = 0.25  # seconds between looks at the job store while streaming
 _KEEPALIVE = 15.0

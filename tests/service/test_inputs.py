@@ -138,7 +138,7 @@ NESTED_BAD = rows(with_pixel(3 * 28 + 5, "x"))  # row 3, column 5: pixel 89
         ({"pixels": [IMAGE]}, "expected 28 rows of 28 pixels, got 1 rows of 784", 0, None),
         (
             {"images": [IMAGE, [rows(IMAGE)] * 28]},
-            "image 1: pixel 0: expected a number 0..255, got a list of 28",
+            "image 1, pixel 0: expected a number 0..255, got a list of 28",
             1,
             0,
         ),
@@ -156,7 +156,7 @@ NESTED_BAD = rows(with_pixel(3 * 28 + 5, "x"))  # row 3, column 5: pixel 89
         ({"pixels": NESTED_BAD}, "pixel 89: expected a number 0..255, got the string 'x'", 0, 89),
         (
             {"images": [IMAGE, with_pixel(7, float("nan"))]},
-            "image 1: pixel 7: expected a finite number 0..255, got nan",
+            "image 1, pixel 7: expected a finite number 0..255, got nan",
             1,
             7,
         ),
@@ -226,7 +226,7 @@ def test_non_json_number_tokens_are_named_not_called_bad_json(token: bytes, show
 def test_one_problem_per_image_and_at_most_max_problems() -> None:
     bad = [with_pixel(i, -i - 1) for i in range(inputs.MAX_PROBLEMS + 3)]
     error = refused({"images": [IMAGE, *bad]}, max_batch=100)
-    assert error.message == "image 1: pixel 0: value -1 is outside 0..255"
+    assert error.message == "image 1, pixel 0: value -1 is outside 0..255"
     assert len(error.details) == inputs.MAX_PROBLEMS
     assert [d["image"] for d in error.details] == list(range(1, inputs.MAX_PROBLEMS + 1))
     assert [d["pixel"] for d in error.details] == list(range(inputs.MAX_PROBLEMS))

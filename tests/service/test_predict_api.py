@@ -300,13 +300,13 @@ CATALOGUE = [
     case("ragged-28x28", "/predict", {"json": {"pixels": [[0] * 28] * 27 + [[0] * 29]}}, 422,
          "invalid_pixels", "expected 28 rows of 28 pixels, got 28 rows of 28/29"),
     case("string-pixel", "/predict", {"json": {"images": [PIXELS, PIXELS, pixels_with(10, "x")]}},
-         422, "invalid_pixels", "image 2: pixel 10: expected a number 0..255, got the string 'x'"),
+         422, "invalid_pixels", "image 2, pixel 10: expected a number 0..255, got the string 'x'"),
     case("nan-pixel", "/predict", typed(json.dumps({"pixels": pixels_with(7, math.nan)}).encode(),
          JSON), 422, "invalid_pixels", "pixel 7: expected a finite number 0..255, got nan"),
     case("null-pixel", "/models/binary/predict", {"json": {"pixels": pixels_with(5, None)}}, 422,
          "invalid_pixels", "pixel 5: expected a number 0..255, got null"),
     case("pixel-256", "/predict", {"json": {"images": [PIXELS, pixels_with(99, 256)]}}, 422,
-         "invalid_pixels", "image 1: pixel 99: value 256 is outside 0..255"),
+         "invalid_pixels", "image 1, pixel 99: value 256 is outside 0..255"),
     case("empty-batch", "/predict", {"json": {"images": []}}, 422, "invalid_input",
          "'images' is empty"),
     case("unknown-key", "/predict", {"json": {"pixels": PIXELS, "model": "binary"}}, 422,
@@ -376,7 +376,7 @@ def test_error_catalogue(
 def test_pixel_errors_list_every_bad_image(client: httpx.Client) -> None:
     bad = [*PIXELS[:3], -5, *PIXELS[4:]]
     response = client.post("/predict", json={"images": [bad, PIXELS, PIXELS[:10], bad]})
-    error = assert_error(response, 422, "invalid_pixels", "image 0: pixel 3: value -5 is outside")
+    error = assert_error(response, 422, "invalid_pixels", "image 0, pixel 3: value -5 is outside")
     assert [(d["image"], d.get("pixel")) for d in error["details"]] == [(0, 3), (2, None), (3, 3)]
 
 
