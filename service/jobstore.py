@@ -9,6 +9,7 @@ processes. The store is just the file: a restart finds every job as it was left.
 from __future__ import annotations
 
 import builtins
+import fcntl
 import sqlite3
 import time
 import uuid
@@ -112,13 +113,19 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            # WAL lets readers (status polls, event streams) run while a writer commits; the
-            # mode is stored in the file, but must be set outside a transaction.
-            conn.execute("PRAGMA journal_mode=WAL")
-        with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                conn.execute(statement)
+        # Workers starting together would race to create the file and switch it to WAL; SQLite
+        # answers that switch with "database is locked" at once, without waiting, so they take
+        # turns on a lock file instead.
+        with path.with_name(path.name + ".init-lock").open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            with closing(self._connect()) as conn:
+                # WAL lets readers (status polls, event streams) run while a writer commits; the
+                # mode is stored in the file, but must be set outside a transaction.
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+            with self._write() as conn:
+                for statement in _SCHEMA.split(";"):
+                    conn.execute(statement)
 
     def submit(self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int) -> Job:
         """Queue a job, or raise QueueFull when ``queue_limit`` jobs are already waiting."""

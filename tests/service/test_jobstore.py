@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,28 @@ def test_processes_racing_to_claim_take_each_job_once(tmp_path: Path, concurrenc
         job = store.get(job_id)
         assert job is not None and job.status == "running"
     assert store.counts()["queued"] == 20 - concurrency
+
+
+def _open_and_submit(path: str, start: float) -> str:
+    """Runs in a pool process: wait for the shared start time, then create the store at once."""
+    time.sleep(max(0.0, start - time.time()))
+    return JobStore(Path(path)).submit("softmax", {}, False, queue_limit=100).id
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two uvicorn workers start together on an empty state folder (this failed in CI with
+    "database is locked" from the switch to WAL)."""
+    path = tmp_path / "state" / "jobs.sqlite3"
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        list(pool.map(time.sleep, [0.0] * 4))  # start every process before the race
+        start = time.time() + 0.5
+        futures = [pool.submit(_open_and_submit, str(path), start) for _ in range(4)]
+        ids = [future.result(timeout=120) for future in futures]
+    store = JobStore(path)
+    assert {job.id for job in store.list()} == set(ids)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_cancel_queued_running_finished_and_unknown(store: JobStore) -> None:
