@@ -54,21 +54,22 @@ class FastPredict:
             query = predicting.parse_query(
                 scope["query_string"].decode("latin-1"), named=name is not None
             )
-            served = predicting.served_model(state, name or query.model, query.top_k)
+            served = predicting.served_model(state, name, query)
             media = predicting.media_type(content_type)
             pixels = await predicting.read_pixels(media, await _body(receive), state)
-            status, body = 200, predicting.classify(state, served, pixels, query.top_k)
+            raw = predicting.wants_raw(_header(scope, b"accept"))
+            reply = predicting.classify(state, served, pixels, query.top_k, raw=raw)
         except ServiceError as e:
-            status, body = e.status, e.body()
             headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
-            await _reply(send, status, body, headers)
+            await _reply(send, e.status, e.body(), headers)
             return
         except Exception:
             log.exception("unhandled error on POST %s", path)
             message = "internal error; the server log has details"
             await _reply(send, 500, error_body("internal_error", message), _JSON)
             return
-        await _reply(send, status, body, _JSON)
+        headers = [(k.encode(), v.encode("latin-1")) for k, v in reply.headers]
+        await _reply(send, 200, reply.body, headers)
 
 
 def _header(scope: Scope, key: bytes) -> str | None:

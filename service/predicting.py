@@ -5,7 +5,7 @@ Query, content type and body in; JSON bytes out, or a ServiceError naming the pr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -20,17 +20,23 @@ from trainer import linear
 
 __all__ = [
     "ACCEPTED",
+    "JSON",
     "MULTIPART",
+    "RAW",
     "PredictQuery",
+    "Reply",
     "classify",
     "media_type",
     "parse_query",
     "read_pixels",
     "served_model",
+    "wants_raw",
 ]
 
 ACCEPTED = "application/json, application/octet-stream, image/png, image/jpeg, multipart/form-data"
 MULTIPART = "multipart/form-data"
+JSON = "application/json"
+RAW = "application/octet-stream"
 _INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
 _MAX_TOP_K = 1000
 
@@ -77,11 +83,11 @@ def media_type(header: str | None) -> str:
 async def read_pixels(media: str, body: bytes, state: AppState) -> inputs.Pixels:
     """Pixels from a non-multipart body of the given media type."""
     settings = state.settings
-    if media == "application/json":
+    if media == JSON:
         if len(body) <= _INLINE_BYTES:
             return inputs.from_json(body, max_batch=settings.max_batch)[0]
         return (await run_in_threadpool(inputs.from_json, body, max_batch=settings.max_batch))[0]
-    if media == "application/octet-stream":
+    if media == RAW:
         return inputs.from_raw(body, max_batch=settings.max_batch)
     if media in ("image/png", "image/jpeg"):
         return await run_in_threadpool(
@@ -90,9 +96,11 @@ async def read_pixels(media: str, body: bytes, state: AppState) -> inputs.Pixels
     raise UnsupportedMediaType(f"unsupported Content-Type {media[:100]!r}: send one of {ACCEPTED}")
 
 
-def served_model(state: AppState, name: str | None, top_k: int | None) -> Served:
+def served_model(state: AppState, path_name: str | None, query: PredictQuery) -> Served:
+    """The model named in the path, else by ``?model=``, else the default one."""
+    name = path_name if path_name is not None else query.model
     served = state.registry.get(state.settings.default_model if name is None else name)
-    if top_k is not None and served.kind != "softmax":
+    if query.top_k is not None and served.kind != "softmax":
         raise InvalidInput(
             f"top_k applies to softmax models; {served.name!r} is {served.kind}",
             code="invalid_parameter",
@@ -100,12 +108,41 @@ def served_model(state: AppState, name: str | None, top_k: int | None) -> Served
     return served
 
 
-def classify(state: AppState, served: Served, pixels: inputs.Pixels, top_k: int | None) -> bytes:
+class Reply(NamedTuple):
+    body: bytes
+    headers: list[tuple[str, str]]  # content-type first
+
+
+def wants_raw(accept: str | None) -> bool:
+    """``Accept: application/octet-stream`` asks for probabilities as raw float32."""
+    return accept is not None and RAW in accept.lower()
+
+
+def classify(
+    state: AppState, served: Served, pixels: inputs.Pixels, top_k: int | None, *, raw: bool
+) -> Reply:
+    """Score and render: JSON, or with ``raw`` the (N, K) float32 probabilities as bytes."""
+    if raw and top_k is not None:
+        raise InvalidInput(
+            "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
+        )
     labels, proba = linear.predict(
         served.kind, served.weights, served.bias, linear.pixels_to_features(pixels)
     )
     state.telemetry.predicted(served.name, len(labels))
-    return _render(served, labels, proba, top_k)
+    if not raw:
+        return Reply(_render(served, labels, proba, top_k), [("content-type", JSON)])
+    table = np.ascontiguousarray(proba.reshape(len(labels), -1), dtype="<f4")
+    return Reply(
+        table.tobytes(),
+        [
+            ("content-type", RAW),
+            ("x-softserve-model", served.name),
+            ("x-softserve-version", served.version),
+            ("x-softserve-shape", f"{table.shape[0]},{table.shape[1]}"),
+            ("x-softserve-dtype", "<f4"),
+        ],
+    )
 
 
 def _render(served: Served, labels: Any, proba: Any, top_k: int | None) -> bytes:

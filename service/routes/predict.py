@@ -37,7 +37,17 @@ _EXAMPLE: dict[str, Any] = {
     ],
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"example": _EXAMPLE}}},
+    200: {
+        "content": {
+            "application/json": {"example": _EXAMPLE},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "with Accept: application/octet-stream: the probabilities as "
+                "little-endian float32, N x K row-major (binary models: K = 1, the positive "
+                "class); headers X-Softserve-Model, -Version, -Shape ('N,K') and -Dtype",
+            },
+        }
+    },
     **{
         status: {"model": ErrorResponse, "description": what}
         for status, what in (
@@ -54,7 +64,9 @@ _DESCRIPTION = (
     'background as in Fashion-MNIST). Send JSON `{"pixels": [...784]}` (or 28 rows of 28) or '
     '`{"images": [[...], ...]}`, raw uint8 bytes (N x 784) as application/octet-stream, '
     "a PNG or JPEG (converted to grayscale, resized to 28x28 if needed), or multipart uploads "
-    "of PNG/JPEG files."
+    "of PNG/JPEG files. With `Accept: application/octet-stream` the answer is the "
+    "probabilities alone as raw float32 (N x K), for bulk clients: label = argmax (softmax) or "
+    "probability > 0.5 (binary)."
 )
 _TOP_K = {
     "name": "top_k", "in": "query", "required": False,
@@ -94,14 +106,15 @@ async def predict_named(request: Request, name: str) -> Response:
 async def _predict(request: Request, name: str | None) -> Response:
     state = get_state(request)
     query = predicting.parse_query(request.url.query, named=name is not None)
-    served = predicting.served_model(state, name or query.model, query.top_k)
+    served = predicting.served_model(state, name, query)
     media = predicting.media_type(request.headers.get("content-type"))
     if media == predicting.MULTIPART:
         pixels = await _read_multipart(request, state)
     else:
         pixels = await predicting.read_pixels(media, await request.body(), state)
-    body = predicting.classify(state, served, pixels, query.top_k)
-    return Response(body, media_type="application/json")
+    raw = predicting.wants_raw(request.headers.get("accept"))
+    reply = predicting.classify(state, served, pixels, query.top_k, raw=raw)
+    return Response(reply.body, headers=dict(reply.headers))
 
 
 async def _read_multipart(request: Request, state: AppState) -> inputs.Pixels:

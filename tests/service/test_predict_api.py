@@ -164,6 +164,52 @@ def test_the_binary_model_answers_for_its_positive_class(
     assert proba[labels == shirt].mean() > proba[labels != shirt].mean()
 
 
+@pytest.mark.parametrize(
+    ("route", "name"), [("/predict", "softmax"), ("/models/binary/predict", "binary")]
+)
+@pytest.mark.parametrize("form", ["raw", "json", "multipart"])
+def test_accept_octet_stream_answers_with_raw_float32_probabilities(
+    client: httpx.Client,
+    models: dict[str, Artifact],
+    test_images: Images,
+    route: str,
+    name: str,
+    form: str,
+) -> None:
+    images, _ = test_images
+    sent = {
+        "raw": {"content": images.tobytes(), "headers": {**RAW, "accept": RAW_TYPE}},
+        "json": {"json": {"images": images.tolist()}, "headers": {"accept": RAW_TYPE}},
+        "multipart": {
+            "files": [
+                ("file", (f"{i}.png", encode(im, "PNG"), "image/png"))
+                for i, im in enumerate(images[:5])
+            ],
+            "headers": {"accept": RAW_TYPE},
+        },
+    }[form]
+    expected_pixels = images[:5] if form == "multipart" else images
+    response = client.post(route, **sent)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    artifact = models[name]
+    k = 1 if name == "binary" else 10
+    assert response.headers["content-type"] == RAW_TYPE
+    assert response.headers["x-softserve-model"] == name
+    assert response.headers["x-softserve-version"] == artifact.version
+    assert response.headers["x-softserve-shape"] == f"{len(expected_pixels)},{k}"
+    assert response.headers["x-softserve-dtype"] == "<f4"
+    got = np.frombuffer(response.content, dtype="<f4").reshape(len(expected_pixels), k)
+    _, proba = reference(artifact, expected_pixels)
+    np.testing.assert_allclose(got, proba.reshape(len(expected_pixels), k), rtol=1e-4, atol=1e-6)
+
+
+def test_raw_responses_take_no_top_k_and_an_empty_model_is_unknown(client: httpx.Client) -> None:
+    r = client.post("/predict?top_k=3", content=bytes(784), headers={**RAW, "accept": RAW_TYPE})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter"
+    r = client.post("/predict?model=", content=bytes(784), headers=RAW)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_model"
+
+
 @pytest.mark.parametrize("k", [1, 3, 10, 1000])
 @pytest.mark.parametrize("route", ["/predict", "/models/softmax/predict"])
 def test_top_k_lists_the_likeliest_classes(
