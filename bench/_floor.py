@@ -6,8 +6,9 @@ It does the work the service's prediction must do and nothing else: read the bod
 (``{"pixels": [784 numbers]}`` as JSON, or N x 784 raw uint8 bytes as application/octet-stream),
 check the shape and the 0..255 range, score with ``trainer.linear.predict_proba`` on the artifact
 ``trainer.artifacts.load`` returns for ``$SOFTSERVE_MODEL_DIR/softmax.npz`` (default ``models``),
-and answer in the service's JSON shape. No routing beyond one path, no settings, no logging, no
-middleware: `bench.serve` measures the service against this.
+and answer in the service's JSON shape (or, asked with ``Accept: application/octet-stream``, as
+raw float32 probabilities, as the service does). No routing beyond one path, no settings, no
+logging, no middleware: `bench.serve` measures the service against this.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MODEL = "softmax"
 JSON_HEADERS = [(b"content-type", b"application/json")]
+RAW_HEADERS = [(b"content-type", b"application/octet-stream")]
 _loaded: list[Artifact] = []  # filled at startup, or by the first request without a lifespan
 
 
@@ -71,8 +73,10 @@ def _predict(model: Artifact, X: NDArray[np.float32]) -> bytes:
     return orjson.dumps({"model": MODEL, "version": model.version, "predictions": predictions})
 
 
-async def _reply(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+async def _reply(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -105,9 +109,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    content_type = dict(scope["headers"]).get(b"content-type", b"application/json")
-    X = _pixels(b"".join(chunks), content_type)
+    headers = dict(scope["headers"])
+    X = _pixels(b"".join(chunks), headers.get(b"content-type", b"application/json"))
     if isinstance(X, str):
         await _reply(send, 422, orjson.dumps({"error": X}))
         return
-    await _reply(send, 200, _predict(_model(), X))
+    model = _model()
+    if b"application/octet-stream" in headers.get(b"accept", b""):  # raw float32 probabilities
+        proba = predict_proba("softmax", model.weights, model.bias, X)
+        await _reply(send, 200, proba.astype("<f4").tobytes(), RAW_HEADERS)
+        return
+    await _reply(send, 200, _predict(model, X))

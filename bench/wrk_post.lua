@@ -1,5 +1,5 @@
 -- POST one fixed body to the URL's path, for bench/serve.py:
---   wrk -s bench/wrk_post.lua http://127.0.0.1:PORT/predict -- BODY_FILE CONTENT_TYPE
+--   wrk -s bench/wrk_post.lua http://127.0.0.1:PORT/predict -- BODY_FILE CONTENT_TYPE [ACCEPT]
 -- The body is read once per thread, so the request is static and costs wrk nothing per call.
 -- done() prints one line, "BENCH_JSON {...}", that bench/serve.py parses: latencies are in
 -- microseconds, status errors are responses with status >= 400.
@@ -10,6 +10,9 @@ function init(args)
   wrk.body = file:read("*a")
   file:close()
   wrk.headers["Content-Type"] = args[2]
+  if args[3] then
+    wrk.headers["Accept"] = args[3]
+  end
 end
 
 function done(summary, latency, requests)
