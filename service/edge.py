@@ -60,8 +60,11 @@ class EdgeMiddleware:
                 status = 413
                 await _send_error(send, _too_large(declared, limit))
                 return
+            # With a Content-Length the server delivers exactly that many bytes: only a chunked
+            # body needs counting as it arrives.
+            counted = receive if declared is not None else receive_wrapper
             try:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, counted, send_wrapper)
             except PayloadTooLarge as e:
                 if started:
                     raise

@@ -45,7 +45,7 @@ class FastPredict:
                 return
             name = match.group(1)
         state = self.state()
-        content_type = _header(scope, b"content-type")
+        content_type, accept = _headers(scope)
         if state is None or (content_type or "").lower().startswith(predicting.MULTIPART):
             await self.app(scope, receive, send)
             return
@@ -57,7 +57,7 @@ class FastPredict:
             served = predicting.served_model(state, name, query)
             media = predicting.media_type(content_type)
             pixels = await predicting.read_pixels(media, await _body(receive), state)
-            raw = predicting.wants_raw(_header(scope, b"accept"))
+            raw = predicting.wants_raw(accept)
             reply = predicting.classify(state, served, pixels, query.top_k, raw=raw)
         except ServiceError as e:
             headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
@@ -72,11 +72,15 @@ class FastPredict:
         await _reply(send, 200, reply.body, headers)
 
 
-def _header(scope: Scope, key: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == key:
-            return str(v.decode("latin-1"))
-    return None
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    """Content-Type and Accept, in one pass over the headers."""
+    content_type = accept = None
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"accept":
+            accept = value.decode("latin-1")
+    return content_type, accept
 
 
 async def _body(receive: Receive) -> bytes:
