@@ -1,12 +1,15 @@
 """``python -m service [--host H] [--port P] [--workers N]``: uvicorn on service.app:app.
 
 Every other setting comes from SOFTSERVE_* environment variables (see README), which each worker
-process reads when it imports the app.
+process reads when it imports the app. With several workers, Prometheus metrics are kept in
+files shared by them (prometheus-client's multiprocess mode, in <state folder>/prometheus unless
+PROMETHEUS_MULTIPROC_DIR says where), so that any worker's /metrics counts every request.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvicorn
 
@@ -24,6 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     settings = Settings()
+    if args.workers > 1 or settings.prometheus_multiproc_dir is not None:
+        folder = settings.prometheus_multiproc_dir or settings.job_store_dir / "prometheus"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # counts of an earlier run
+            stale.unlink()
+        # The workers inherit it; prometheus-client reads it when they import it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     uvicorn.run(
         "service.app:app",
         host=args.host,

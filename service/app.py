@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def job_counts() -> Mapping[str, int]:
         return holder["state"].jobs.counts() if "state" in holder else {}
 
-    telemetry = Telemetry(served_models, job_counts)
+    telemetry = Telemetry(served_models, job_counts, settings.prometheus_multiproc_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

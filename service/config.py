@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; none: closed")
     log_level: str = Field("info", description="uvicorn log level")
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus-client's folder for metrics shared by several workers "
+        "(python -m service --workers N sets it up)",
+    )
 
     @property
     def job_store_dir(self) -> Path:

@@ -7,9 +7,10 @@ at scrape time from the registry and the job store, so they are never stale.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,29 +28,39 @@ class Telemetry:
         self,
         models: Callable[[], Mapping[str, Any]],
         job_counts: Callable[[], Mapping[str, int]],
+        multiprocess_dir: Path | None = None,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        """With ``multiprocess_dir`` (prometheus-client's multiprocess mode, which the
+        PROMETHEUS_MULTIPROC_DIR environment variable must have switched on before the import),
+        a scrape answered by any worker sums the requests of all of them."""
+        own = CollectorRegistry(auto_describe=True)
+        self.registry = own
         self._requests = Counter(
             "softserve_requests",
             "HTTP requests by route, method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self._latency = Histogram(
             "softserve_request_duration_seconds",
             "HTTP request latency by route and status",
             ["route", "method", "status"],
             buckets=_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
         self._predictions = Counter(
             "softserve_predictions",
             "Images classified, by model",
             ["model"],
-            registry=self.registry,
+            registry=own,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._models: dict[str, Any] = {}
+        if multiprocess_dir is not None:  # values live in files there; collect from all of them
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                self.registry, path=str(multiprocess_dir)
+            )
         self.registry.register(_StateCollector(models, job_counts))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -59,23 +59,32 @@ def run_server(
     model_dir: Path | None = None,
     port: int | None = None,
     wait_ready: bool = True,
+    entry: str = "uvicorn",
 ) -> Iterator[Server]:
-    """Start uvicorn on a copy of the shipped models under ``root``; stop it (by PID) on exit."""
+    """Start the service on a copy of the shipped models under ``root``; stop it (by PID) on exit.
+
+    ``entry``: "uvicorn" runs ``uvicorn service.app:app``, "service" runs ``python -m service``.
+    """
     models = model_dir if model_dir is not None else copy_shipped_models(root / "models")
     state = root / "state"
     log = root / f"server-{time.monotonic_ns()}.log"
     port = port if port is not None else free_port()
     full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SOFTSERVE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        },
         "SOFTSERVE_MODEL_DIR": str(models),
         "SOFTSERVE_STATE_DIR": str(state),
         "SOFTSERVE_WATCH_INTERVAL": "0.2",
         **(env or {}),
     }
-    cmd = [
-        sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(workers), "--log-level", "info",
-    ]  # fmt: skip
+    where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if entry == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "service.app:app", *where, "--log-level", "info"]
+    else:
+        cmd = [sys.executable, "-m", "service", *where]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=out)
     server = Server(f"http://127.0.0.1:{port}", process, models, state, log)

@@ -1,4 +1,5 @@
-"""``uvicorn --workers 2``: one job store, each job run once, every worker serving new versions."""
+"""``python -m service --workers 2``: one job store, each job run once, every worker serving new
+versions, metrics counted across workers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.server import Server, run_server, wait_for
 from tests.synthetic import write_dataset
@@ -22,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SOFTSERVE_DATA_DIR": str(write_dataset(root / "data")),
         "SOFTSERVE_TRAIN_QUEUE_SIZE": "6",
     }
-    with run_server(root, env, workers=2) as running:
+    with run_server(root, env, workers=2, entry="service") as running:
         # both workers must be up before the tests count on them
         wait_for(lambda: running.log_text().count("Application startup complete") >= 2)
         yield running
@@ -91,3 +93,26 @@ def test_every_worker_serves_a_version_activated_through_one(server: Server) -> 
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert client.post("/models/softmax/activate", json={"version": active}).status_code == 200
     wait_for(lambda: everyone_serves(active), timeout=60)
+
+
+def test_prometheus_counts_every_workers_requests(server: Server) -> None:
+    def scrape() -> dict[str, float]:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            text = client.get("/metrics", headers={"Accept": "text/plain"}).text
+        return {
+            sample.labels["model"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "softserve_predictions_total"
+        }
+
+    before = scrape().get("binary", 0.0)
+    pids = set()
+    for _ in range(30):  # fresh connections, spread over both workers
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            pids.add(client.get("/health/live").json()["pid"])
+            r = client.post("/models/binary/predict", json={"images": [[0] * 784] * 3})
+            assert r.status_code == 200
+    assert len(pids) == 2
+    # every scrape, whichever worker answers it, counts both workers' predictions
+    assert [scrape()["binary"] - before for _ in range(8)] == [90.0] * 8
