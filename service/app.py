@@ -105,12 +105,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    framework: ASGIApp = functools.partial(FastAPI.__call__, app)
-    if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
-        framework = FastPredict(framework, state=lambda: holder.get("state"))
-    app.outer = EdgeMiddleware(
-        framework, max_body_bytes=settings.max_body_bytes, telemetry=telemetry
+    framework: ASGIApp = EdgeMiddleware(
+        functools.partial(FastAPI.__call__, app),
+        max_body_bytes=settings.max_body_bytes,
+        telemetry=telemetry,
     )
+    if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
+        framework = FastPredict(
+            framework,
+            state=lambda: holder.get("state"),
+            max_body_bytes=settings.max_body_bytes,
+            telemetry=telemetry,
+        )
+    app.outer = framework
     return app
 
 

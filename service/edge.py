@@ -12,10 +12,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
-from service.fastpath import ROUTE_KEY
 from service.telemetry import Telemetry
 
-__all__ = ["EdgeMiddleware"]
+__all__ = ["EdgeMiddleware", "content_length", "too_large"]
 
 
 class EdgeMiddleware:
@@ -51,14 +50,14 @@ class EdgeMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # rendered by whoever reads the body, or below
-                    raise _too_large(None, limit)
+                    raise too_large(None, limit)
             return message
 
         try:
-            declared = _content_length(scope)
+            declared = content_length(scope)
             if declared is not None and declared > limit:
                 status = 413
-                await _send_error(send, _too_large(declared, limit))
+                await _send_error(send, too_large(declared, limit))
                 return
             # With a Content-Length the server delivers exactly that many bytes: only a chunked
             # body needs counting as it arrives.
@@ -73,11 +72,11 @@ class EdgeMiddleware:
                 await _send_error(send, error)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or scope.get(ROUTE_KEY) or "unmatched"
+            path = getattr(route, "path", None) or "unmatched"
             self.telemetry.observe(path, scope["method"], status, time.perf_counter() - start)
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     for key, value in scope["headers"]:
         if key == b"content-length":
             try:
@@ -87,7 +86,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _too_large(declared: int | None, limit: int) -> PayloadTooLarge:
+def too_large(declared: int | None, limit: int) -> PayloadTooLarge:
     size = f"{declared} bytes" if declared is not None else f"over {limit} bytes"
     return PayloadTooLarge(
         f"request body is {size}; the limit is {limit} bytes (SOFTSERVE_MAX_BODY_BYTES)",

@@ -3,34 +3,48 @@
 FastAPI's routing and dependency solving cost ~250 us a request here, more than parsing and
 scoring an image; this layer answers the prediction routes itself, through the same functions
 the FastAPI routes use (service.predicting), and hands everything else on, including multipart
-uploads (which need Starlette's form parser) and requests before startup.
+uploads (which need Starlette's form parser) and requests before startup. It sits outside
+service.edge and does that layer's two jobs itself (the body-size limit and the request metrics),
+as a wrapper around every send and receive costs more here than the checks do.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import predicting
-from service.errors import ServiceError, error_body
+from service.edge import content_length, too_large
+from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.predicting import wants_raw
 from service.state import AppState
+from service.telemetry import Telemetry
 
-__all__ = ["ROUTE_KEY", "FastPredict"]
+__all__ = ["FastPredict"]
 
 log = logging.getLogger("softserve.predict")
 
-ROUTE_KEY = "softserve.route"  # the route label EdgeMiddleware records for requests answered here
 _NAMED = re.compile(r"^/models/([^/]+)/predict$")
 _JSON = [(b"content-type", b"application/json")]
 
 
 class FastPredict:
-    def __init__(self, app: ASGIApp, *, state: Callable[[], AppState | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: Callable[[], AppState | None],
+        max_body_bytes: int,
+        telemetry: Telemetry,
+    ) -> None:
         self.app = app
         self.state = state
+        self.max_body_bytes = max_body_bytes
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -49,27 +63,51 @@ class FastPredict:
         if state is None or (content_type or "").lower().startswith(predicting.MULTIPART):
             await self.app(scope, receive, send)
             return
-        scope[ROUTE_KEY] = "/predict" if name is None else "/models/{name}/predict"
+        start = time.perf_counter()
+        status = 500
         try:
+            status = await self._answer(scope, receive, send, state, name, content_type, accept)
+        finally:
+            route = "/predict" if name is None else "/models/{name}/predict"
+            self.telemetry.observe(route, "POST", status, time.perf_counter() - start)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: AppState,
+        name: str | None,
+        content_type: str | None,
+        accept: str | None,
+    ) -> int:
+        """Reply, and return the status sent."""
+        try:
+            declared = content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                raise too_large(declared, self.max_body_bytes)
             query = predicting.parse_query(
                 scope["query_string"].decode("latin-1"), named=name is not None
             )
             served = predicting.served_model(state, name, query)
             media = predicting.media_type(content_type)
-            pixels = await predicting.read_pixels(media, await _body(receive), state)
-            raw = predicting.wants_raw(accept)
-            reply = predicting.classify(state, served, pixels, query.top_k, raw=raw)
+            body = await _body(receive, self.max_body_bytes)
+            pixels = await predicting.read_pixels(media, body, state)
+            reply = predicting.classify(state, served, pixels, query.top_k, raw=wants_raw(accept))
         except ServiceError as e:
             headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
+            if isinstance(e, PayloadTooLarge):  # the rest of the body stays unread
+                headers.append((b"connection", b"close"))
             await _reply(send, e.status, e.body(), headers)
-            return
+            return e.status
         except Exception:
-            log.exception("unhandled error on POST %s", path)
+            log.exception("unhandled error on POST %s", scope["path"])
             message = "internal error; the server log has details"
             await _reply(send, 500, error_body("internal_error", message), _JSON)
-            return
+            return 500
         headers = [(k.encode(), v.encode("latin-1")) for k, v in reply.headers]
         await _reply(send, 200, reply.body, headers)
+        return 200
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
@@ -83,15 +121,20 @@ def _headers(scope: Scope) -> tuple[str | None, str | None]:
     return content_type, accept
 
 
-async def _body(receive: Receive) -> bytes:
+async def _body(receive: Receive, limit: int) -> bytes:
+    """The whole body, refused with 413 once it streams past ``limit``."""
     message: Message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body
     chunks = [body]
+    size = len(body)
     while message.get("more_body", False):
         message = await receive()
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise too_large(None, limit)
     return b"".join(chunks)
 
 
