@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import PayloadTooLarge
 from service.telemetry import Telemetry
 
-__all__ = ["EdgeMiddleware", "content_length", "too_large"]
+__all__ = ["EdgeMiddleware", "too_large"]
 
 
 class EdgeMiddleware:
@@ -54,7 +54,7 @@ class EdgeMiddleware:
             return message
 
         try:
-            declared = content_length(scope)
+            declared = _content_length(scope)
             if declared is not None and declared > limit:
                 status = 413
                 await _send_error(send, too_large(declared, limit))
@@ -76,7 +76,7 @@ class EdgeMiddleware:
             self.telemetry.observe(path, scope["method"], status, time.perf_counter() - start)
 
 
-def content_length(scope: Scope) -> int | None:
+def _content_length(scope: Scope) -> int | None:
     for key, value in scope["headers"]:
         if key == b"content-length":
             try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import predicting
-from service.edge import content_length, too_large
+from service.edge import too_large
 from service.errors import PayloadTooLarge, ServiceError, error_body
 from service.predicting import wants_raw
 from service.state import AppState
@@ -59,14 +59,16 @@ class FastPredict:
                 return
             name = match.group(1)
         state = self.state()
-        content_type, accept = _headers(scope)
+        content_type, accept, declared = _headers(scope)
         if state is None or (content_type or "").lower().startswith(predicting.MULTIPART):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
         try:
-            status = await self._answer(scope, receive, send, state, name, content_type, accept)
+            status = await self._answer(
+                scope, receive, send, state, name, content_type, accept, declared
+            )
         finally:
             route = "/predict" if name is None else "/models/{name}/predict"
             self.telemetry.observe(route, "POST", status, time.perf_counter() - start)
@@ -80,10 +82,10 @@ class FastPredict:
         name: str | None,
         content_type: str | None,
         accept: str | None,
+        declared: int | None,
     ) -> int:
         """Reply, and return the status sent."""
         try:
-            declared = content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
                 raise too_large(declared, self.max_body_bytes)
             query = predicting.parse_query(
@@ -110,15 +112,18 @@ class FastPredict:
         return 200
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """Content-Type and Accept, in one pass over the headers."""
+def _headers(scope: Scope) -> tuple[str | None, str | None, int | None]:
+    """Content-Type, Accept and Content-Length (None if absent or not a number), in one pass."""
     content_type = accept = None
+    declared: int | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             content_type = value.decode("latin-1")
         elif key == b"accept":
             accept = value.decode("latin-1")
-    return content_type, accept
+        elif key == b"content-length":
+            declared = int(value) if value.isdigit() else None
+    return content_type, accept, declared
 
 
 async def _body(receive: Receive, limit: int) -> bytes:
