@@ -1,8 +1,9 @@
 """``python -m service [--host H] [--port P] [--workers N]``: uvicorn on service.app:app.
 
-Every other setting comes from SOFTSERVE_* environment variables (see README), which each worker
-process reads when it imports the app. With several workers, Prometheus metrics are kept in
-files shared by them (prometheus-client's multiprocess mode, in <state folder>/prometheus unless
+The options default to SOFTSERVE_HOST, SOFTSERVE_PORT and SOFTSERVE_WORKERS; every other setting
+comes from SOFTSERVE_* environment variables (see README), which each worker process reads when it
+imports the app. With several workers, Prometheus metrics are kept in files shared by them
+(prometheus-client's multiprocess mode, in <state folder>/prometheus unless
 PROMETHEUS_MULTIPROC_DIR says where), so that any worker's /metrics counts every request.
 """
 
@@ -10,23 +11,42 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.config import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SOFTSERVE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        sys.exit(f"python -m service: bad setting: {problems}")
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--host",
+        default=settings.host,
+        help="address to bind (default: SOFTSERVE_HOST, else 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=settings.port, help="port (default: SOFTSERVE_PORT, else 8000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.workers,
+        help="worker processes (default: SOFTSERVE_WORKERS, else 1)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be 1..65535, got {args.port}")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
-    settings = Settings()
     if args.workers > 1 or settings.prometheus_multiproc_dir is not None:
         folder = settings.prometheus_multiproc_dir or settings.job_store_dir / "prometheus"
         folder.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from service.errors import ServiceError, error_body
 from service.fastpath import FastPredict
 from service.jobs import JobRunner
 from service.jobstore import JobStore
-from service.modelstore import ModelStore
+from service.modelstore import ModelStore, StoreError
 from service.registry import Registry
 from service.routes import health, metrics, models, predict, train
 from service.state import AppState
@@ -140,6 +140,14 @@ class SoftserveApp(FastAPI):
 
 def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
     store = ModelStore(settings.model_dir)
+    if settings.seed_dir is not None:
+        try:
+            seeded = store.seed_from(settings.seed_dir)
+        except StoreError as exc:
+            log.error("seeding models from %s: %s", settings.seed_dir, exc)
+        else:
+            for name in seeded:
+                log.info("model %r seeded from %s", name, settings.seed_dir)
     for path in store.remove_stale_temp_files():
         log.warning("removed %s, left by an interrupted save", path)
     registry = Registry(store, settings.required_models)

@@ -19,9 +19,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SOFTSERVE_", extra="ignore", frozen=True)
 
+    host: str = Field("127.0.0.1", description="Address python -m service binds (container: all)")
+    port: int = Field(8000, ge=1, le=65535, description="Port python -m service listens on")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes of python -m service")
     model_dir: Path = Field(Path("models"), description="Folder of <name>.npz artifacts to serve")
     state_dir: Path | None = Field(
         None, description="Job store folder; default: a 'state' folder beside the model folder"
+    )
+    seed_dir: Path | None = Field(
+        None,
+        description="Folder of models copied into the model folder when it has never had them "
+        "(the container's first start); unset: none",
     )
     data_dir: Path | None = Field(
         None, description="Training data folder (IDX files); default: the trainer's lookup"

@@ -176,6 +176,33 @@ class ModelStore:
             self._replace_active(name, artifact, self._load_active(name))
         return artifact
 
+    def seed_from(self, source: Path) -> list[str]:
+        """Copy each model of ``source`` that this folder has never had (no active file, no
+        kept versions): how a container's empty model volume gets the shipped models on its
+        first start, while a volume that already holds trained versions is left as it is.
+
+        Each file is loaded (so checked) and saved atomically; a bad one is skipped with its
+        reason in the ``StoreError`` raised after the good ones are in.
+        """
+        seeded: list[str] = []
+        problems: list[str] = []
+        with self._locked():
+            for path in sorted(source.glob("*.npz")):
+                name = path.stem
+                if not _NAME.fullmatch(name) or not path.is_file():
+                    continue
+                if self.active_path(name).exists() or self.versions_dir(name).exists():
+                    continue
+                try:
+                    artifacts.save(artifacts.load(path), self.active_path(name))
+                except ArtifactError as exc:
+                    problems.append(str(exc))
+                    continue
+                seeded.append(name)
+        if problems:
+            raise StoreError("; ".join(problems))
+        return seeded
+
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files a killed save left behind (older than any save takes)."""
         removed: list[Path] = []

@@ -63,7 +63,8 @@ def run_server(
 ) -> Iterator[Server]:
     """Start the service on a copy of the shipped models under ``root``; stop it (by PID) on exit.
 
-    ``entry``: "uvicorn" runs ``uvicorn service.app:app``, "service" runs ``python -m service``.
+    ``entry``: "uvicorn" runs ``uvicorn service.app:app``, "service" runs ``python -m service``
+    with --host/--port/--workers, "service-env" runs it with SOFTSERVE_HOST/PORT/WORKERS instead.
     """
     models = model_dir if model_dir is not None else copy_shipped_models(root / "models")
     state = root / "state"
@@ -83,8 +84,15 @@ def run_server(
     where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if entry == "uvicorn":
         cmd = [sys.executable, "-m", "uvicorn", "service.app:app", *where, "--log-level", "info"]
-    else:
+    elif entry == "service":
         cmd = [sys.executable, "-m", "service", *where]
+    else:
+        cmd = [sys.executable, "-m", "service"]
+        full_env |= {
+            "SOFTSERVE_HOST": "127.0.0.1",
+            "SOFTSERVE_PORT": str(port),
+            "SOFTSERVE_WORKERS": str(workers),
+        }
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=out)
     server = Server(f"http://127.0.0.1:{port}", process, models, state, log)
