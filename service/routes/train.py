@@ -197,6 +197,8 @@ async def _stream(state: AppState, job: Job) -> AsyncIterator[bytes]:
             view = _view(job)
             view.pop("history")  # each event carries the latest epoch; GET /train/{id} has all
             name = "end" if job.status in TERMINAL else "progress"
+            if name == "end":
+                await _serve_result(state, job)
             yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(view) + b"\n\n"
             last_sent = loop.time()
             if name == "end":
@@ -219,4 +221,12 @@ async def _job(state: AppState, job_id: str) -> Job:
     job = await run_in_threadpool(state.jobs.get, job_id)
     if job is None:
         raise NotFound(f"unknown job {job_id!r}", code="unknown_job")
+    await _serve_result(state, job)
     return job
+
+
+async def _serve_result(state: AppState, job: Job) -> None:
+    """Whoever is told that a job's version was promoted can use it at once: this worker loads
+    it now instead of at its next look at the model folder."""
+    if job.status == "succeeded" and job.promoted:
+        await run_in_threadpool(state.registry.refresh)

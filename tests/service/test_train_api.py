@@ -199,6 +199,19 @@ def test_a_job_trains_is_watched_and_swapped_in_while_predictions_keep_succeedin
     assert (server.model_dir / "softmax" / f"{before}.npz").is_file()  # archived, not lost
 
 
+def test_a_job_reported_promoted_is_already_served(data_dir: Path, tmp_path: Path) -> None:
+    """The moment GET /train/{id} says "succeeded, promoted", /predict answers with that version,
+    without waiting for the folder watch (here once an hour)."""
+    env = {"SOFTSERVE_DATA_DIR": str(data_dir), "SOFTSERVE_WATCH_INTERVAL": "3600"}
+    with run_server(tmp_path, env) as server, server.client() as client:
+        job = submit(client, {"model": "softmax", "epochs": 1, "force": True})
+        done = wait_done(client, job["job_id"])
+        assert done["status"] == "succeeded" and done["promoted"] is True, done
+        predicted = client.post("/predict", json={"pixels": image()}).json()
+        assert predicted["version"] == done["version"]
+        assert client.get("/models/softmax").json()["version"] == done["version"]
+
+
 def _read_events(server: Server, job_id: str) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = []
     with server.client() as client, client.stream("GET", f"/train/{job_id}/events") as r:
