@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
+from tests.ci import unavailable
 from tests.synthetic import write_dataset
 from trainer.data import find_files
 
 _REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
+N_TEST_IMAGES = 64
 
 
 @pytest.fixture
@@ -24,8 +28,23 @@ def real_data_dir() -> Path:
     """Debian's Fashion-MNIST folder. Where the package is not installed the test is skipped, except
     under CI (CI=true), whose .ci/run installs it: there a missing dataset is a failure."""
     if find_files(_REAL_DIR) is None:
-        reason = "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason} (CI=true: .ci/run should have installed it)")
-        pytest.skip(reason)
+        unavailable(
+            "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist", "installed it"
+        )
     return _REAL_DIR
+
+
+@pytest.fixture
+def test_images(real_data_dir: Path) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """The first 64 Fashion-MNIST test images, uint8 (64, 784), and their labels (64,)."""
+    images, labels = _first_test_images(real_data_dir)
+    return images.copy(), labels.copy()  # copies: a test that writes to them spoils no other
+
+
+@functools.cache
+def _first_test_images(folder: Path) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    # Reading the whole set takes most of a second; several tests per module want these 64.
+    from trainer.data import load_dataset
+
+    data = load_dataset(folder)
+    return data.test_images[:N_TEST_IMAGES].copy(), data.test_labels[:N_TEST_IMAGES].copy()
