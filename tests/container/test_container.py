@@ -1,0 +1,164 @@
+"""The image as users deploy it: a real container on a 127.0.0.1 port, spoken to over HTTP.
+
+Needs a Docker daemon (see tests/container/conftest.py); .ci/run starts one and builds the image.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from tests.container.conftest import RunContainer
+from tests.container.docker import READY_WITHIN, Container, docker, published
+from tests.service.reference import check_predictions
+from tests.service.server import SHIPPED
+from trainer import artifacts
+
+Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
+TOKEN = "container-secret"
+JOB_TIMEOUT = 300.0
+
+
+def test_ready_at_once_and_predicts_like_the_shipped_artifacts(
+    run_container: RunContainer, volumes: dict[str, str], test_images: Images
+) -> None:
+    """An empty volume is seeded with the shipped models, and the container answers for them
+    exactly as NumPy applying the repository's files."""
+    container = run_container(volumes, None)
+    took = container.wait_ready()
+    assert took < READY_WITHIN
+    pixels = test_images[0]
+    with container.client() as client:
+        for name in ("softmax", "binary"):
+            shipped = artifacts.load(SHIPPED / f"{name}.npz")
+            raw = client.post(
+                f"/predict?model={name}",
+                content=pixels.tobytes(),
+                headers={"content-type": "application/octet-stream"},
+            )
+            check_predictions(raw, shipped, name, pixels)
+        as_json = client.post("/predict", json={"images": pixels[:8].reshape(8, 28, 28).tolist()})
+        check_predictions(as_json, artifacts.load(SHIPPED / "softmax.npz"), "softmax", pixels[:8])
+        bad = client.post("/predict", json={"pixels": [0] * 783})
+        assert bad.status_code == 422
+        assert "expected 784 pixels, got 783" in bad.json()["error"]["message"]
+
+
+def test_runs_as_a_non_root_user_and_reports_healthy(
+    run_container: RunContainer, volumes: dict[str, str]
+) -> None:
+    container = run_container(volumes, None)
+    container.wait_ready()
+    uids = [line for line in container.exec("cat", "/proc/1/status").splitlines() if "Uid" in line]
+    real, effective = uids[0].split()[1:3]
+    assert real != "0" and effective != "0", uids
+    assert container.inspect("{{.Config.User}}") == "softserve"
+    assert wait_for_health(container) == "healthy"
+
+
+def test_a_trained_version_is_served_and_survives_a_new_container(
+    run_container: RunContainer, volumes: dict[str, str], test_images: Images, tmp_path: Path
+) -> None:
+    env = {"SOFTSERVE_API_TOKEN": TOKEN}
+    container = run_container(volumes, env)
+    container.wait_ready()
+    shipped = artifacts.load(SHIPPED / "softmax.npz")
+    with container.client() as client:
+        assert client.post("/train", json={"epochs": 2}).status_code == 401
+        job = submit(client, {"model": "softmax", "epochs": 2, "force": True})
+        done = wait_for_job(client, job, {"succeeded", "failed", "cancelled"})
+        assert done["status"] == "succeeded", done
+        assert done["promoted"] is True and done["version"] != shipped.version
+        assert model_version(client, "softmax") == done["version"]
+    # the served file is the new version, and predictions come from it
+    docker("cp", f"{container.id}:/app/models/softmax.npz", str(tmp_path / "trained.npz"))
+    trained = artifacts.load(tmp_path / "trained.npz")
+    assert trained.version == done["version"]
+    pixels = test_images[0]
+    with container.client() as client:
+        check_predictions(predict_raw(client, pixels), trained, "softmax", pixels)
+
+    docker("rm", "-f", container.id)
+    again = run_container(volumes, env)
+    again.wait_ready()
+    with again.client() as client:
+        assert model_version(client, "softmax") == done["version"]
+        assert client.get(f"/train/{job}").json()["status"] == "succeeded"  # the job store too
+        versions = client.get("/models/softmax/versions").json()["versions"]
+        assert {v["version"] for v in versions} >= {shipped.version, done["version"]}
+        check_predictions(predict_raw(client, pixels), trained, "softmax", pixels)
+
+
+def test_sigterm_cancels_a_running_job_cleanly(
+    run_container: RunContainer, volumes: dict[str, str]
+) -> None:
+    """docker stop: the job is cancelled and marked so, nothing half-written is left, and the
+    same volumes serve the model that was active before."""
+    container = run_container(volumes, {"SOFTSERVE_API_TOKEN": TOKEN})
+    container.wait_ready()
+    shipped = artifacts.load(SHIPPED / "softmax.npz")
+    with container.client() as client:
+        job = submit(client, {"model": "softmax", "epochs": 200, "force": True})
+        wait_for_job(client, job, {"running"}, need_progress=True)
+    docker("stop", "--time", "30", container.id, timeout=90)
+    assert container.inspect("{{.State.ExitCode}}") == "0", container.logs()
+    docker("start", container.id)
+    restarted = Container(container.id, f"http://{published(container.id)}")  # a new port
+    restarted.wait_ready()
+    with restarted.client() as client:
+        status = client.get(f"/train/{job}").json()
+        assert status["status"] == "cancelled", status
+        assert "shut down" in status["error"]
+        assert model_version(client, "softmax") == shipped.version
+    leftovers = restarted.exec("find", "/app/models", "-name", "*.tmp")
+    assert leftovers == ""
+    kept = restarted.exec("ls", "/app/models/softmax").split()
+    assert kept == [f"{shipped.version}.npz"]
+
+
+def submit(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/train", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def wait_for_job(
+    client: httpx.Client, job: str, statuses: set[str], *, need_progress: bool = False
+) -> dict[str, Any]:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/train/{job}").json()
+        if body["status"] in statuses and (body["progress"] is not None or not need_progress):
+            return body
+        time.sleep(0.2)
+    pytest.fail(f"job {job} not {statuses} within {JOB_TIMEOUT} s: {body}")
+
+
+def model_version(client: httpx.Client, name: str) -> str:
+    version: str = client.get(f"/models/{name}").json()["version"]
+    return version
+
+
+def predict_raw(client: httpx.Client, pixels: NDArray[np.uint8]) -> httpx.Response:
+    return client.post(
+        "/predict", content=pixels.tobytes(), headers={"content-type": "application/octet-stream"}
+    )
+
+
+def wait_for_health(container: Container, timeout: float = 60.0) -> str:
+    """The HEALTHCHECK's verdict once it has one (runs every second under test)."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = container.inspect("{{.State.Health.Status}}")
+        if status in ("healthy", "unhealthy"):
+            return status
+        time.sleep(0.25)
+    return status
