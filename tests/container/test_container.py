@@ -50,11 +50,16 @@ def test_ready_at_once_and_predicts_like_the_shipped_artifacts(
         assert "expected 784 pixels, got 783" in bad.json()["error"]["message"]
 
 
-def test_runs_as_a_non_root_user_and_reports_healthy(
+def test_runs_as_a_non_root_user_with_workers_from_the_environment_and_reports_healthy(
     run_container: RunContainer, volumes: dict[str, str]
 ) -> None:
-    container = run_container(volumes, None)
+    container = run_container(volumes, {"SOFTSERVE_WORKERS": "2"})
     container.wait_ready()
+    count_workers = (
+        "import os; print(sum(b'spawn_main' in open(f'/proc/{p}/cmdline', 'rb').read()"
+        " for p in os.listdir('/proc') if p.isdigit() and p != str(os.getpid())))"
+    )
+    assert container.exec("python", "-c", count_workers) == "2"
     uids = [line for line in container.exec("cat", "/proc/1/status").splitlines() if "Uid" in line]
     real, effective = uids[0].split()[1:3]
     assert real != "0" and effective != "0", uids
