@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import struct
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,24 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+from tests.service.catalogue import (
+    GOOD_PNG,
+    JSON,
+    JSON_IMAGE,
+    ONE,
+    PIXELS,
+    PNG,
+    RAW,
+    RAW_TYPE,
+    assert_error,
+    case,
+    encode,
+    multipart,
+    pixels_with,
+    png_declaring,
+    typed,
+    uploads,
+)
 from tests.service.reference import check_predictions, reference
 from tests.service.server import Server, run_server
 from trainer import artifacts
@@ -27,8 +43,6 @@ Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
 N_SINGLE = 6  # images sent one request each, per form: enough to differ, few enough to be quick
 LIMIT_BYTES = 4096
 LIMIT_BATCH = 4
-RAW_TYPE = "application/octet-stream"
-RAW = {"content-type": RAW_TYPE}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +64,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 # --- the input forms ----------------------------------------------------------------------------
-
-
-def encode(pixels: NDArray[Any], fmt: str) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8).reshape(28, 28)).save(out, fmt)
-    return out.getvalue()
 
 
 def decoded(data: bytes) -> NDArray[np.uint8]:
@@ -253,49 +261,6 @@ def check_top_k(
 # --- the error catalogue ------------------------------------------------------------------------
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height: a decompression bomb's shape."""
-    data = bytearray(encode(np.zeros(784), "PNG"))
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-PIXELS = [0] * 784
-GOOD_PNG = encode(np.arange(784) % 256, "PNG")
-JSON_IMAGE = json.dumps({"pixels": PIXELS}).encode()
-ONE = {"json": {"pixels": PIXELS}}
-
-
-def typed(data: bytes, content_type: str) -> dict[str, Any]:
-    return {"content": data, "headers": {"content-type": content_type}}
-
-
-def pixels_with(index: int, value: Any) -> list[Any]:
-    return [*PIXELS[:index], value, *PIXELS[index + 1 :]]
-
-
-def uploads(*files: tuple[str, bytes]) -> dict[str, Any]:
-    return {"files": [("file", (name, data, "image/png")) for name, data in files]}
-
-
-def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "b0undary") -> dict[str, Any]:
-    """A multipart body written by hand, for shapes httpx will not produce."""
-    chunks = []
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
-        chunks.append(head.encode() + data + b"\r\n")
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    return typed(body, f"multipart/form-data; boundary={boundary}")
-
-
-def case(name: str, url: str, request: dict[str, Any], status: int, code: str, message: str) -> Any:
-    method, _, path = url.rpartition(" ")
-    return pytest.param(method or "POST", path, request, status, code, message, id=name)
-
-
-JSON, PNG = "application/json", "image/png"
 CATALOGUE = [
     # 400: the body cannot be parsed at all
     case("malformed-json", "/predict", typed(b'{"pixels": [1, 2,', JSON), 400, "invalid_json",
@@ -390,18 +355,6 @@ CATALOGUE = [
     case("top-k-binary-path", "/models/binary/predict?top_k=1", ONE, 422, "invalid_parameter",
          "top_k applies to softmax models"),
 ]  # fmt: skip
-
-
-def assert_error(response: httpx.Response, status: int, code: str, message: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert list(body) == ["error"]
-    assert sorted(body["error"]) == ["code", "details", "message"]
-    assert body["error"]["code"] == code
-    assert message in body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 @pytest.mark.parametrize(

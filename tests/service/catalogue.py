@@ -1,0 +1,103 @@
+"""Helpers for the bad-input catalogues (tests/service/test_predict_api.py, test_hostile.py):
+request builders, one `case` per catalogue row, and `assert_error` for the one JSON error shape.
+No tests here."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from PIL import Image
+
+__all__ = [
+    "GOOD_PNG",
+    "JSON",
+    "JSON_IMAGE",
+    "ONE",
+    "PIXELS",
+    "PNG",
+    "RAW",
+    "RAW_TYPE",
+    "assert_error",
+    "case",
+    "encode",
+    "multipart",
+    "pixels_with",
+    "png_declaring",
+    "typed",
+    "uploads",
+]
+
+JSON, PNG = "application/json", "image/png"
+RAW_TYPE = "application/octet-stream"
+RAW = {"content-type": RAW_TYPE}
+
+
+def encode(pixels: NDArray[Any], fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8).reshape(28, 28)).save(out, fmt)
+    return out.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb's shape."""
+    data = bytearray(encode(np.zeros(784), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+PIXELS = [0] * 784
+GOOD_PNG = encode(np.arange(784) % 256, "PNG")
+JSON_IMAGE = json.dumps({"pixels": PIXELS}).encode()
+ONE = {"json": {"pixels": PIXELS}}
+
+
+def typed(data: bytes, content_type: str) -> dict[str, Any]:
+    return {"content": data, "headers": {"content-type": content_type}}
+
+
+def pixels_with(index: int, value: Any) -> list[Any]:
+    return [*PIXELS[:index], value, *PIXELS[index + 1 :]]
+
+
+def uploads(*files: tuple[str, bytes]) -> dict[str, Any]:
+    return {"files": [("file", (name, data, "image/png")) for name, data in files]}
+
+
+def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "b0undary") -> dict[str, Any]:
+    """A multipart body written by hand, for shapes httpx will not produce."""
+    chunks = []
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
+        chunks.append(head.encode() + data + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return typed(body, f"multipart/form-data; boundary={boundary}")
+
+
+def case(name: str, url: str, request: dict[str, Any], status: int, code: str, message: str) -> Any:
+    """One catalogue row: ``url`` is a path, or "METHOD path" for other methods than POST."""
+    method, _, path = url.rpartition(" ")
+    return pytest.param(method or "POST", path, request, status, code, message, id=name)
+
+
+def assert_error(response: httpx.Response, status: int, code: str, message: str) -> dict[str, Any]:
+    """The response is `status` in the one error shape, with `code`, and `message` in its
+    message; returns the error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error"]
+    assert sorted(body["error"]) == ["code", "details", "message"]
+    assert body["error"]["code"] == code
+    assert message in body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
