@@ -134,7 +134,16 @@ class ModelStore:
         The comparison and the swap happen under the folder lock, against the active file as it
         is on disk then, so two jobs finishing together cannot both win on stale numbers.
         """
-        self.add_version(name, artifact)
+        existed = self.version_path(name, artifact.version).exists()
+        kept = self.add_version(name, artifact)
+        try:
+            return self._promote(name, artifact, force)
+        except OSError:  # e.g. a full disk: a failed job leaves no version behind
+            if not existed:
+                kept.unlink(missing_ok=True)
+            raise
+
+    def _promote(self, name: str, artifact: Artifact, force: bool) -> Promotion:
         new_acc = test_accuracy(artifact)
         with self._locked():
             current = self._load_active(name)

@@ -90,8 +90,10 @@ def _train(
         return
     try:
         promotion = ModelStore(model_dir).promote(job.model, artifact, force=job.force)
-    except OSError as exc:
-        store.finish(job.id, "failed", error=f"could not save the new version: {exc}")
+    except OSError as exc:  # a full disk, say; the reason without the server's paths
+        traceback.print_exc()
+        reason = exc.strerror or type(exc).__name__
+        store.finish(job.id, "failed", error=f"could not save the new version: {reason}")
         return
     done = store.finish(
         job.id,
