@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.serve import ROOT, free_port
+from bench.train import render
 
 TARGET = 1.0  # seconds: "ready within a second of start on the shipped models"
 
@@ -81,13 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, t in times.items()
     ]
     service, floor = (statistics.median(times[k]) for k in ("service", "floor"))
-    head = ["launch to first 200", "median s", "min-max s"]
-    if args.markdown:
-        for row in [head, ["---", "---:", "---:"], *rows]:
-            print("| " + " | ".join(row) + " |")
-    else:
-        for row in [head, *rows]:
-            print(f"{row[0]:<20} {row[1]:>9} {row[2]:>12}")
+    print(render(["launch to first 200", "median s", "min-max s"], rows, args.markdown))
     met = "yes" if service <= TARGET else "NO"
     print(f"service / floor: {service / floor:.2f}; service ready in {service:.2f} s "
           f"(target <= {TARGET:.1f} s: {met})")  # fmt: skip
