@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
@@ -205,6 +206,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path[:200]}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:200]}"
+            allowed = _allowed(request)
+            if allowed is not None:
+                return render(405, error_body(code, message), {"Allow": allowed})
         return render(exc.status_code, error_body(code, message), exc.headers)
 
     @app.exception_handler(Exception)
@@ -213,6 +217,19 @@ def _add_error_handlers(app: FastAPI) -> None:
         return render(
             500, error_body("internal_error", "internal error; the server log has details")
         )
+
+
+def _allowed(request: Request) -> str | None:
+    """Every method the path answers, from the documented paths. Starlette's 405 names only the
+    first route matching the path, so `Allow: POST` left out GET /train (schemathesis found it)."""
+    app: FastAPI = request.app
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
 
 
 app = create_app()

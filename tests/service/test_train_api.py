@@ -137,6 +137,19 @@ def test_unknown_jobs_are_404(server: Server) -> None:
                 assert r.json()["error"]["code"] in ("unknown_job", "not_found")
 
 
+def test_405_lists_every_method_of_the_path(server: Server) -> None:
+    """GET and POST /train are two routes; Starlette's Allow named only the first one."""
+    with server.client() as client:
+        for path, allowed in (
+            ("/train", "GET, HEAD, POST"),
+            ("/train/" + "0" * 32, "DELETE, GET, HEAD"),
+        ):
+            r = client.request("PUT", path, headers=AUTH)
+            assert r.status_code == 405, r.text
+            assert r.headers["allow"] == allowed
+            assert r.json()["error"]["code"] == "method_not_allowed"
+
+
 # --- a full job ----------------------------------------------------------------------------------
 
 
