@@ -28,6 +28,7 @@ MAX_PROBLEMS = 10  # per response: enough to fix a client, not a second copy of 
 _ROWS, _COLS = IMAGE_SHAPE
 _KEYS = frozenset(("pixels", "images"))
 _NUMERIC = b"0123456789.,[]-+eE \t\r\n"  # what a JSON array of numbers is made of
+_MAX_INT_DIGITS = 4300  # Python's default int_max_str_digits
 _PLAIN = frozenset(f'{{"{key}":}}'.encode().translate(None, _NUMERIC) for key in _KEYS)
 
 
@@ -41,7 +42,7 @@ def from_json(body: bytes, *, max_batch: int) -> tuple[Pixels, bool]:
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
         raise InvalidInput(
-            f"unknown field {unknown[0]!r}: send 'pixels' (one image) or 'images' (a batch)"
+            f"unknown field {unknown[0][:40]!r}: send 'pixels' (one image) or 'images' (a batch)"
         )
     if not doc:
         raise InvalidInput("expected 'pixels' (one image) or 'images' (a batch), got neither")
@@ -137,9 +138,17 @@ def _parse(body: bytes) -> Any:
         # NaN, Infinity and huge numbers are not JSON, but Python's json.dumps writes the first two:
         # parse them leniently so the answer can say which pixel is wrong instead of "bad JSON".
         try:
-            return json.loads(body)
+            return json.loads(body, parse_int=_parse_int)
         except (ValueError, RecursionError):
             raise BadRequest(f"body is not valid JSON: {strict}", code="invalid_json") from None
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses ints of over 4300 digits (a guard against slow conversions); any such number
+    # is far outside 0..255, so it becomes an infinity, which the pixel checks name.
+    if len(text) <= _MAX_INT_DIGITS:
+        return int(text)
+    return -math.inf if text.startswith("-") else math.inf
 
 
 def _fast(images: list[Any], dtype: type[np.float32] | None) -> Pixels | None:
