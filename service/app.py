@@ -190,6 +190,16 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        for e in exc.errors():  # FastAPI reports unparsable JSON as a 422 at loc (body, offset)
+            if e.get("type") == "json_invalid":
+                reason = e.get("ctx", {}).get("error", "JSON decode error")
+                where = e.get("loc", ())[-1]
+                return render(
+                    400,
+                    error_body(
+                        "invalid_json", f"body is not valid JSON: {reason} at character {where}"
+                    ),
+                )
         details = [
             {"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
@@ -204,6 +214,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path[:200]}"
+        elif exc.status_code == 400 and message == "There was an error parsing the body":
+            code, message = "invalid_json", _unparsable(exc.__cause__)
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:200]}"
             allowed = _allowed(request)
@@ -217,6 +229,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         return render(
             500, error_body("internal_error", "internal error; the server log has details")
         )
+
+
+def _unparsable(cause: BaseException | None) -> str:
+    """The message for a JSON body FastAPI could not parse, though it was no JSONDecodeError."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "body is not valid JSON: it is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "body is not valid JSON: nested too deeply"
+    return "body is not valid JSON"
 
 
 def _allowed(request: Request) -> str | None:

@@ -142,6 +142,7 @@ def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
     dependencies=[Depends(require_token)],
     responses={
         **_ERRORS,
+        400: {"model": ErrorResponse, "description": "Malformed JSON body"},
         401: {"model": ErrorResponse},
         403: {"model": ErrorResponse},
         200: {"content": {"application/json": {"example": _SUMMARY_EXAMPLE}}},

@@ -67,6 +67,7 @@ def _view(job: Job) -> dict[str, Any]:
     dependencies=[Depends(require_token)],
     responses={
         **_AUTH,
+        400: {"model": ErrorResponse, "description": "Malformed JSON body"},
         202: {"content": {"application/json": {"example": _JOB_EXAMPLE}}},
         429: {"model": ErrorResponse, "description": "Queue full"},
     },

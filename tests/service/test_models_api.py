@@ -302,6 +302,17 @@ def test_activate_refuses_what_it_cannot_serve(
     assert served_version(client) == shipped["softmax"].version
 
 
+@pytest.mark.parametrize(
+    "content", [b'{"version": ', b"\x00\x00\x00B\xff\xff\xff\xff"], ids=["truncated", "not-text"]
+)
+def test_activate_with_malformed_json_is_400(client: httpx.Client, content: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    response = client.post("/models/softmax/activate", content=content, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert response.json()["error"]["message"].startswith("body is not valid JSON: ")
+
+
 def test_a_damaged_kept_version_is_listed_and_not_activated(
     server: Server, client: httpx.Client, shipped: dict[str, Artifact]
 ) -> None:

@@ -113,7 +113,15 @@ def test_invalid_training_parameters_are_422_naming_the_field(
 
 @pytest.mark.parametrize(
     ("content", "status"),
-    [(b"{", 422), (b"[1, 2]", 422), (b'{"learning_rate": NaN}', 422), (b"null", 202)],
+    [
+        (b"{", 400),  # malformed JSON is a 400, as on /predict
+        (b'{"epochs": 1,}', 400),
+        (b"\x00\x00\x00B\xff\xff\xff\xff", 400),  # not text in any JSON encoding
+        (b"[" * 100_000, 400),  # deeper than the parser goes
+        (b"[1, 2]", 422),
+        (b'{"learning_rate": NaN}', 422),
+        (b"null", 202),
+    ],
 )
 def test_malformed_training_bodies(server: Server, content: bytes, status: int) -> None:
     headers = {**AUTH, "Content-Type": "application/json"}
@@ -126,6 +134,9 @@ def test_malformed_training_bodies(server: Server, content: bytes, status: int) 
             assert wait_done(client, job_id)["status"] == "cancelled"
         else:
             assert set(r.json()) == {"error"}
+            if status == 400:
+                assert r.json()["error"]["code"] == "invalid_json"
+                assert r.json()["error"]["message"].startswith("body is not valid JSON")
 
 
 def test_unknown_jobs_are_404(server: Server) -> None:
