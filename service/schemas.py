@@ -132,14 +132,16 @@ def predict_openapi() -> dict[str, Any]:
                 "image/png": image,
                 "image/jpeg": image,
                 "multipart/form-data": {
-                    "schema": {
+                    "schema": {  # a form without a file is a 422
                         "type": "object",
                         "properties": {
                             "file": {
                                 "type": "array",
                                 "items": {"type": "string", "format": "binary"},
+                                "minItems": 1,
                             }
                         },
+                        "required": ["file"],
                     }
                 },
             },
