@@ -17,7 +17,7 @@ from service.jobstore import TERMINAL, Job, QueueFull
 from service.schemas import ErrorResponse, TrainRequest
 from service.state import AppState, get_state, require_token
 from trainer.config import ConfigError, TrainConfig
-from trainer.tasks import resolve_classes
+from trainer.tasks import make_task
 
 __all__ = ["router"]
 
@@ -108,9 +108,8 @@ def _params(state: AppState, req: TrainRequest) -> dict[str, Any]:
     try:
         config = TrainConfig.from_dict({"model": req.model, **params})
         names = _class_names(state)
-        if names is not None and config.model == "binary":
-            resolve_classes(config.positive, names)
-            resolve_classes(config.negative, names)
+        if names is not None:
+            make_task(config, names)  # unknown classes, one both positive and negative, no negative
     except ConfigError as e:
         raise InvalidInput(str(e), code="invalid_parameter") from e
     return params
