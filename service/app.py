@@ -189,7 +189,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         return render(exc.status, exc.body(), exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if isinstance(exc.body, bytes) and exc.body:
+            # FastAPI parses a body only when it is declared JSON; any other is validated as bytes
+            # and fails as "not a valid dictionary", which hides the real problem.
+            declared = request.headers.get("content-type")
+            message = (
+                f"unsupported Content-Type {declared[:100]!r}: send application/json"
+                if declared
+                else "missing Content-Type: send application/json"
+            )
+            return render(415, error_body("unsupported_media_type", message))
         for e in exc.errors():  # FastAPI reports unparsable JSON as a 422 at loc (body, offset)
             if e.get("type") == "json_invalid":
                 reason = e.get("ctx", {}).get("error", "JSON decode error")
