@@ -211,9 +211,10 @@ def _add_error_handlers(app: FastAPI) -> None:
                     ),
                 )
         details = [
-            {"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
+            {"loc": [_short(p) for p in e.get("loc", ())], "message": e.get("msg", ""),
+             "type": e.get("type", "")}
             for e in exc.errors()
-        ]
+        ]  # fmt: skip
         first = details[0] if details else {"loc": [], "message": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return render(422, error_body("invalid_request", f"{where}: {first['message']}", details))
@@ -239,6 +240,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         return render(
             500, error_body("internal_error", "internal error; the server log has details")
         )
+
+
+def _short(part: Any) -> Any:
+    """A location part as a message shows it: an unknown 1 MB field name is not echoed whole."""
+    return f"{part[:40]}..." if isinstance(part, str) and len(part) > 40 else part
 
 
 def _unparsable(cause: BaseException | None) -> str:
