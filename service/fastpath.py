@@ -131,6 +131,8 @@ async def _body(receive: Receive, limit: int) -> bytes:
     message: Message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if len(body) > limit:  # a chunked body that arrived whole before it was read
+            raise too_large(None, limit)
         return body
     chunks = [body]
     size = len(body)
