@@ -18,6 +18,7 @@ __all__ = [
     "PredictJSON",
     "PredictResponse",
     "TrainRequest",
+    "link",
     "predict_openapi",
 ]
 
@@ -147,3 +148,12 @@ def predict_openapi() -> dict[str, Any]:
             },
         }
     }
+
+
+def link(path: str, method: str, body: Any = None, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: which values of a response another operation takes (``$response.body#/x``
+    expressions), so clients and schemathesis's stateful tests can follow one call with the next."""
+    ref = "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+    return {"operationRef": ref, "parameters": parameters} | (
+        {"requestBody": body} if body is not None else {}
+    )

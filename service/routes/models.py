@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.errors import InvalidInput, NotFound
 from service.modelstore import StoreError, check_version, test_accuracy
 from service.registry import Served
-from service.schemas import ActivateRequest, ErrorResponse
+from service.schemas import ActivateRequest, ErrorResponse, link
 from service.state import get_state, require_token
 from trainer.artifacts import ArtifactError
 
@@ -22,6 +22,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown model"},
     422: {"model": ErrorResponse, "description": "Invalid request"},
 }
+_NAME = "$response.body#/name"
+_MODEL_LINKS = {  # from a model to its kept versions and its predictions
+    "GetVersions": link("/models/{name}/versions", "get", name=_NAME),
+    "Predict": link("/models/{name}/predict", "post", name=_NAME),
+}
+
+
+def _activate(version: str) -> dict[str, Any]:
+    return link(
+        "/models/{name}/activate", "post", {"version": version}, name="$response.body#/model"
+    )
+
+
 _SUMMARY_EXAMPLE = {
     "name": "softmax",
     "kind": "softmax",
@@ -47,7 +60,14 @@ def summary(served: Served, problem: str | None) -> dict[str, Any]:
 @router.get(
     "",
     summary="Every served model",
-    responses={200: {"content": {"application/json": {"example": {"models": [_SUMMARY_EXAMPLE]}}}}},
+    responses={
+        200: {
+            "content": {"application/json": {"example": {"models": [_SUMMARY_EXAMPLE]}}},
+            "links": {
+                "GetModel": link("/models/{name}", "get", name="$response.body#/models/0/name")
+            },
+        }
+    },
 )
 async def list_models(request: Request) -> dict[str, Any]:
     registry = get_state(request).registry
@@ -59,7 +79,13 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get(
     "/{name}",
     summary="All metadata of the active version",
-    responses={**_ERRORS, 200: {"content": {"application/json": {"example": _SUMMARY_EXAMPLE}}}},
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {"application/json": {"example": _SUMMARY_EXAMPLE}},
+            "links": _MODEL_LINKS,
+        },
+    },
 )
 async def get_model(request: Request, name: str) -> dict[str, Any]:
     registry = get_state(request).registry
@@ -94,7 +120,11 @@ async def get_model(request: Request, name: str) -> dict[str, Any]:
                         ],
                     }
                 }
-            }
+            },
+            "links": {
+                "ActivateNewest": _activate("$response.body#/versions/0/version"),
+                "Reactivate": _activate("$response.body#/active"),
+            },
         },
     },
 )
@@ -145,7 +175,10 @@ def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
         400: {"model": ErrorResponse, "description": "Malformed JSON body"},
         401: {"model": ErrorResponse},
         403: {"model": ErrorResponse},
-        200: {"content": {"application/json": {"example": _SUMMARY_EXAMPLE}}},
+        200: {
+            "content": {"application/json": {"example": _SUMMARY_EXAMPLE}},
+            "links": _MODEL_LINKS,
+        },
     },
 )
 async def activate(request: Request, name: str, body: ActivateRequest) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.errors import InvalidInput, NotFound, TooManyRequests
 from service.jobstore import TERMINAL, Job, QueueFull
-from service.schemas import ErrorResponse, TrainRequest
+from service.schemas import ErrorResponse, TrainRequest, link
 from service.state import AppState, get_state, require_token
 from trainer.config import ConfigError, TrainConfig
 from trainer.tasks import make_task
@@ -52,6 +52,18 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 _404: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown job"}
 }
+_JOB = "$response.body#/job_id"
+_LINKS = {  # from a job to what can be done with it
+    "GetJob": link("/train/{job_id}", "get", job_id=_JOB),
+    "JobEvents": link("/train/{job_id}/events", "get", job_id=_JOB),
+    "CancelJob": link("/train/{job_id}", "delete", job_id=_JOB),
+    "ActivateItsVersion": link(
+        "/models/{name}/activate",
+        "post",
+        {"version": "$response.body#/version"},
+        name="$response.body#/model",
+    ),
+}
 
 
 def _view(job: Job) -> dict[str, Any]:
@@ -68,7 +80,7 @@ def _view(job: Job) -> dict[str, Any]:
     responses={
         **_AUTH,
         400: {"model": ErrorResponse, "description": "Malformed JSON body"},
-        202: {"content": {"application/json": {"example": _JOB_EXAMPLE}}},
+        202: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
         429: {"model": ErrorResponse, "description": "Queue full"},
     },
 )
@@ -141,7 +153,10 @@ async def list_jobs(
 @router.get(
     "/{job_id}",
     summary="One job: status, progress, history, result",
-    responses={**_404, 200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}}},
+    responses={
+        **_404,
+        200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
+    },
 )
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return _view(await _job(get_state(request), job_id))
@@ -151,7 +166,11 @@ async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     "/{job_id}",
     summary="Cancel a job; needs the token",
     dependencies=[Depends(require_token)],
-    responses={**_404, **_AUTH, 200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}}},
+    responses={
+        **_404,
+        **_AUTH,
+        200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
+    },
 )
 async def cancel(request: Request, job_id: str) -> dict[str, Any]:
     state = get_state(request)
