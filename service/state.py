@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 
 from service.config import Settings
 from service.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from service.jobs import JobRunner
     from service.jobstore import JobStore
 
-__all__ = ["AppState", "get_state", "require_token"]
+__all__ = ["AppState", "TokenFirstRoute", "get_state", "require_token"]
 
 
 @dataclass
@@ -64,3 +66,20 @@ def require_token(request: Request) -> None:
     expected = token.get_secret_value().encode()
     if not secrets.compare_digest(value.strip().encode(), expected):
         raise Forbidden("the token is not valid", code="invalid_token")
+
+
+class TokenFirstRoute(APIRoute):
+    """A route that depends on `require_token` checks it before FastAPI reads and validates the
+    body: a caller without the token learns only that (401/403), never how its body would have
+    been judged (FastAPI parses the body before it runs dependencies)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not any(d.dependency is require_token for d in self.dependencies):
+            return handler
+
+        async def token_first(request: Request) -> Response:
+            require_token(request)
+            return await handler(request)
+
+        return token_first

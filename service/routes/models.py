@@ -11,12 +11,12 @@ from service.errors import InvalidInput, NotFound
 from service.modelstore import StoreError, check_version, test_accuracy
 from service.registry import Served
 from service.schemas import ActivateRequest, ErrorResponse, link
-from service.state import get_state, require_token
+from service.state import TokenFirstRoute, get_state, require_token
 from trainer.artifacts import ArtifactError
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
 # 422 is listed so the docs show the error shape the app sends, not FastAPI's default one.
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown model"},
@@ -173,6 +173,7 @@ def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
     responses={
         **_ERRORS,
         400: {"model": ErrorResponse, "description": "Malformed JSON body"},
+        415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
         401: {"model": ErrorResponse},
         403: {"model": ErrorResponse},
         200: {

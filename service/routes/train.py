@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from service.errors import InvalidInput, NotFound, TooManyRequests
 from service.jobstore import TERMINAL, Job, QueueFull
 from service.schemas import ErrorResponse, TrainRequest, link
-from service.state import AppState, get_state, require_token
+from service.state import AppState, TokenFirstRoute, get_state, require_token
 from trainer.config import ConfigError, TrainConfig
 from trainer.tasks import make_task
 
@@ -25,6 +25,7 @@ __all__ = ["router"]
 router = APIRouter(
     prefix="/train",
     tags=["train"],
+    route_class=TokenFirstRoute,
     responses={422: {"model": ErrorResponse, "description": "Invalid request"}},
 )
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -80,6 +81,7 @@ def _view(job: Job) -> dict[str, Any]:
     responses={
         **_AUTH,
         400: {"model": ErrorResponse, "description": "Malformed JSON body"},
+        415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
         202: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
         429: {"model": ErrorResponse, "description": "Queue full"},
     },
@@ -108,6 +110,11 @@ async def submit(
 def _params(state: AppState, req: TrainRequest) -> dict[str, Any]:
     """Check the hyper-parameters now, so a bad job is a 422 and not a failed job later."""
     params = req.model_dump(exclude_none=True, exclude={"model", "force"})
+    if req.model == "softmax" and {"positive", "negative"} & params.keys():
+        raise InvalidInput(
+            "positive and negative apply to binary models; a softmax model learns every class",
+            code="invalid_parameter",
+        )
     for key in ("positive", "negative"):
         if key in params:
             params[key] = [str(v) for v in params[key]]

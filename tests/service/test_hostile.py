@@ -189,6 +189,18 @@ CATALOGUE = [
          "invalid_parameter", "a binary model needs at least one negative class"),
     case("force-1", "/train", as_json({"force": 1}), 422, "invalid_request", "force"),
     case("force-null", "/train", as_json({"force": None}), 422, "invalid_request", "force"),
+    case("positive-on-softmax", "/train", as_json({"model": "softmax", "positive": ["Shirt"]}),
+         422, "invalid_parameter", "positive and negative apply to binary models"),
+    case("negative-on-softmax", "/train", as_json({"negative": [0]}), 422, "invalid_parameter",
+         "positive and negative apply to binary models"),
+    # the token is checked before the body is read: without it, nothing about the body is said
+    *[case(f"token-before-body-{what}-{name}", url,
+           {"content": b'{"epochs": ', "headers": {"content-type": JSON, **header}}, status,
+           code, message)
+      for what, url in (("train", "/train"), ("activate", "/models/softmax/activate"))
+      for name, header, status, code, message in (
+          ("missing", {}, 401, "missing_token", "this endpoint needs a token"),
+          ("wrong", {"Authorization": "Bearer nope"}, 403, "invalid_token", "not valid"))],
     # job ids
     *[case(f"job-{name}-{method.lower()}{suffix.replace('/', '-')}",
            f"{method} /train/{job}{suffix}", {"headers": AUTH}, 404, "unknown_job", HEX_IDS)
