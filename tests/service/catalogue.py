@@ -1,12 +1,13 @@
 """Helpers for the bad-input catalogues (tests/service/test_predict_api.py, test_hostile.py):
-request builders, one `case` per catalogue row, and `assert_error` for the one JSON error shape.
-No tests here."""
+request builders, one `case` per catalogue row, `send` within a time bound, `assert_error` for
+the one JSON error shape and `check_case` for a whole row. No tests here."""
 
 from __future__ import annotations
 
 import io
 import json
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 __all__ = [
+    "BOUND",
     "GOOD_PNG",
     "JSON",
     "JSON_IMAGE",
@@ -27,15 +29,18 @@ __all__ = [
     "RAW_TYPE",
     "assert_error",
     "case",
+    "check_case",
     "encode",
     "multipart",
     "pixels_with",
     "png_declaring",
+    "send",
     "typed",
     "uploads",
 ]
 
 JSON, PNG = "application/json", "image/png"
+BOUND = 10.0  # seconds a request may take before it counts as a hang
 RAW_TYPE = "application/octet-stream"
 RAW = {"content-type": RAW_TYPE}
 
@@ -101,3 +106,32 @@ def assert_error(response: httpx.Response, status: int, code: str, message: str)
     assert message in body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
+
+
+def send(client: httpx.Client, method: str, url: str, request: dict[str, Any]) -> httpx.Response:
+    """The request, failing the test if it takes longer than `BOUND` to answer."""
+    start = time.monotonic()
+    try:
+        return client.request(method, url, timeout=BOUND, **request)
+    except httpx.TimeoutException:
+        pytest.fail(f"{method} {url[:80]}: no answer within {BOUND} s")
+    finally:
+        assert time.monotonic() - start < BOUND + 1
+
+
+def check_case(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    request: dict[str, Any],
+    status: int,
+    code: str,
+    message: str,
+) -> httpx.Response:
+    """One catalogue row: its status, code and message within the time bound, and an answer
+    that stays small (an echo of a huge input is not an answer)."""
+    response = send(client, method, url, request)
+    error = assert_error(response, status, code, message)
+    assert len(error["message"]) <= 400, error["message"][:500]
+    assert len(response.content) <= 4096, response.content[:500]
+    return response

@@ -27,6 +27,7 @@ from tests.service.catalogue import (
     RAW_TYPE,
     assert_error,
     case,
+    check_case,
     encode,
     multipart,
     pixels_with,
@@ -369,7 +370,7 @@ def test_error_catalogue(
     code: str,
     message: str,
 ) -> None:
-    assert_error(client.request(method, url, **request_kwargs), status, code, message)
+    check_case(client, method, url, request_kwargs, status, code, message)
 
 
 def test_pixel_errors_list_every_bad_image(client: httpx.Client) -> None:
