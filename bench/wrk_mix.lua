@@ -2,7 +2,7 @@
 --   wrk -s bench/wrk_mix.lua http://127.0.0.1:PORT -- MANIFEST
 -- MANIFEST has one request per line: METHOD PATH CONTENT_TYPE ACCEPT BODY_FILE, "-" for none.
 -- Bodies are read once; each connection walks the list from its own starting point.
--- done() prints "BENCH_JSON {...}" (latencies in microseconds; status = responses >= 400).
+-- done() (bench/wrk_report.lua) prints "BENCH_JSON {...}" for bench/soak.py.
 
 local requests = {}
 local counter = 0
@@ -29,13 +29,5 @@ function request()
   return requests[counter]
 end
 
-function done(summary, latency, reqs)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, ' ..
-    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\n',
-    summary.duration, summary.requests, summary.bytes,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
-end
+-- done() is shared by the wrk scripts of bench/
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "wrk_report.lua")

@@ -1,8 +1,7 @@
 -- POST one fixed body to the URL's path, for bench/serve.py:
 --   wrk -s bench/wrk_post.lua http://127.0.0.1:PORT/predict -- BODY_FILE CONTENT_TYPE [ACCEPT]
 -- The body is read once per thread, so the request is static and costs wrk nothing per call.
--- done() prints one line, "BENCH_JSON {...}", that bench/serve.py parses: latencies are in
--- microseconds, status errors are responses with status >= 400.
+-- done() (bench/wrk_report.lua) prints one line, "BENCH_JSON {...}", that bench/serve.py parses.
 
 function init(args)
   local file = assert(io.open(args[1], "rb"))
@@ -15,13 +14,5 @@ function init(args)
   end
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, ' ..
-    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\n',
-    summary.duration, summary.requests, summary.bytes,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
-end
+-- done() is shared by the wrk scripts of bench/
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "wrk_report.lua")
