@@ -76,14 +76,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add(
         "--positive",
         nargs="+",
-        default=list(d.positive),
         metavar="CLASS",
-        help="binary: positive class names or indices (%(default)s)",
+        help=f"binary: positive class names or indices ({' '.join(d.positive)})",
     )
     add(
         "--negative",
         nargs="+",
-        default=[],
         metavar="CLASS",
         help="binary: negative classes (default: all the others)",
     )

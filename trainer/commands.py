@@ -26,9 +26,10 @@ __all__ = ["evaluate", "sweep", "train"]
 
 def _config(args: argparse.Namespace, lr: float, **changes: object) -> TrainConfig:
     """Every TrainConfig field from the argument of the same name (the rate is passed: sweep has
-    several), so a new field cannot be forgotten here."""
+    several), so a new field cannot be forgotten here; an option not given (None) keeps the
+    config's default."""
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-              if f.name != "learning_rate"}  # fmt: skip
+              if f.name != "learning_rate" and getattr(args, f.name) is not None}  # fmt: skip
     return TrainConfig.from_dict({**fields, "learning_rate": lr, **changes})
 
 

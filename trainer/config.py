@@ -88,6 +88,11 @@ class TrainConfig:
                 f"expected some of {', '.join(sorted(known))}"
             )
         fields = dict(values)
+        if fields.get("model", cls.model) != "binary" and {"positive", "negative"} & fields.keys():
+            raise ConfigError(
+                "positive/negative classes are for binary models; a softmax model learns "
+                "every class"
+            )
         for name in ("positive", "negative"):
             if name in fields:
                 classes = fields[name]

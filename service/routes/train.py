@@ -110,11 +110,6 @@ async def submit(
 def _params(state: AppState, req: TrainRequest) -> dict[str, Any]:
     """Check the hyper-parameters now, so a bad job is a 422 and not a failed job later."""
     params = req.model_dump(exclude_none=True, exclude={"model", "force"})
-    if req.model == "softmax" and {"positive", "negative"} & params.keys():
-        raise InvalidInput(
-            "positive and negative apply to binary models; a softmax model learns every class",
-            code="invalid_parameter",
-        )
     for key in ("positive", "negative"):
         if key in params:
             params[key] = [str(v) for v in params[key]]

@@ -189,9 +189,9 @@ CATALOGUE = [
     case("force-1", "/train", as_json({"force": 1}), 422, "invalid_request", "force"),
     case("force-null", "/train", as_json({"force": None}), 422, "invalid_request", "force"),
     case("positive-on-softmax", "/train", as_json({"model": "softmax", "positive": ["Shirt"]}),
-         422, "invalid_parameter", "positive and negative apply to binary models"),
+         422, "invalid_parameter", "positive/negative classes are for binary models"),
     case("negative-on-softmax", "/train", as_json({"negative": [0]}), 422, "invalid_parameter",
-         "positive and negative apply to binary models"),
+         "positive/negative classes are for binary models"),
     # the token is checked before the body is read: without it, nothing about the body is said
     *[case(f"token-before-body-{what}-{name}", url,
            {"content": b'{"epochs": ', "headers": {"content-type": JSON, **header}}, status,

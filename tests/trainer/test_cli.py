@@ -225,8 +225,20 @@ def test_real_process_trains_and_reports(synthetic_data_dir: Path, tmp_path: Pat
         (["--model", "binary", "--positive", "Nope"], "unknown class 'Nope': expected one of '0'"),
         (["--model", "svm"], "argument --model: invalid choice: 'svm'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--positive", "Shirt"], "positive/negative classes are for binary models"),
+        (["--negative", "0"], "positive/negative classes are for binary models"),
     ],
-    ids=["epochs-0", "epochs-abc", "lr-negative", "momentum-1", "unknown-class", "model", "flag"],
+    ids=[
+        "epochs-0",
+        "epochs-abc",
+        "lr-negative",
+        "momentum-1",
+        "unknown-class",
+        "model",
+        "flag",
+        "positive-on-softmax",
+        "negative-on-softmax",
+    ],
 )
 def test_bad_arguments_give_one_error_line(
     synthetic_data_dir: Path,
