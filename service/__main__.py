@@ -15,6 +15,7 @@ import sys
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from service.config import Settings
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
             f"SOFTSERVE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         sys.exit(f"python -m service: bad setting: {problems}")
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        sys.exit(f"python -m service: bad setting: {exc}")
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument(
         "--host",

@@ -6,10 +6,12 @@ os.environ is read nowhere else in the service; tests build a `Settings` and pas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
         None, description="Bearer token for /train, cancel and activate; unset: no auth"
     )
     default_model: str = Field("softmax", description="Model /predict uses without ?model=")
-    required_models: tuple[str, ...] = Field(
+    required_models: Annotated[tuple[str, ...], NoDecode] = Field(
         ("softmax", "binary"), description="Models that must be loaded for /health/ready"
     )
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted")
@@ -53,7 +55,9 @@ class Settings(BaseSettings):
     watch_interval: float = Field(
         1.0, gt=0, le=3600, description="Seconds between checks of the model folder"
     )
-    cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS; none: closed")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins allowed by CORS; none: closed"
+    )
     log_level: str = Field("info", description="uvicorn log level")
     prometheus_multiproc_dir: Path | None = Field(
         None,
@@ -61,6 +65,16 @@ class Settings(BaseSettings):
         description="prometheus-client's folder for metrics shared by several workers "
         "(python -m service --workers N sets it up)",
     )
+
+    @field_validator("required_models", "cors_origins", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A list from the environment: comma-separated (``softmax,binary``) or JSON."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)  # a ValueError becomes a validation error naming the field
+        return tuple(part.strip() for part in value.split(",") if part.strip())
 
     @property
     def job_store_dir(self) -> Path:

@@ -93,18 +93,42 @@ def test_ready_url_asks_loopback_for_a_wildcard_bind() -> None:
     assert probe.ready_url(Settings(host="::1", port=80)) == "http://[::1]:80/health/ready"
 
 
-def test_a_bad_setting_is_one_line_without_a_traceback() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("SOFTSERVE_WORKERS", "zero"), ("SOFTSERVE_REQUIRED_MODELS", '["softmax"')],
+)
+def test_a_bad_setting_is_one_line_without_a_traceback(variable: str, value: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service"],
         cwd=REPO,
-        env={**clean_env(), "SOFTSERVE_WORKERS": "zero"},
+        env={**clean_env(), variable: value},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "SOFTSERVE_WORKERS" in result.stderr
+    assert variable in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("softmax", ("softmax",)),
+        ("softmax, binary", ("softmax", "binary")),
+        ('["softmax", "binary"]', ("softmax", "binary")),
+        ("", ()),
+    ],
+)
+def test_list_settings_take_commas_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("SOFTSERVE_REQUIRED_MODELS", value)
+    monkeypatch.setenv("SOFTSERVE_CORS_ORIGINS", value)
+    settings = Settings()
+    assert settings.required_models == expected
+    assert settings.cors_origins == expected
 
 
 def clean_env() -> dict[str, str]:
