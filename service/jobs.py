@@ -22,7 +22,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from service.jobstore import Job, JobStatus, JobStore
+from service.job import Job, JobStatus
+from service.jobstore import JobStore
 from service.training import CANCELLED_SHUTDOWN, run_job
 
 __all__ = ["STALE_AFTER", "JobRunner", "exit_reason", "new_owner_id", "owner_alive", "pid_alive"]

@@ -15,20 +15,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import orjson
 
-__all__ = ["INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus", "JobStore", "QueueFull"]
+from service.job import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-STATUSES: tuple[str, ...] = get_args(JobStatus)
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+__all__ = ["JobStore", "QueueFull"]
+
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
-INTERRUPTED = "interrupted: the server stopped while the job was running"
 BUSY_TIMEOUT = 10.0  # seconds a call waits for another process's write lock
 
 _SCHEMA = """
@@ -47,36 +45,6 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 
 class QueueFull(Exception):
     """The queue limit is reached; the message says how full it is."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One training job as the store holds it."""
-
-    id: str
-    model: str
-    params: dict[str, Any]
-    force: bool
-    status: JobStatus
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    updated_at: str  # to the microsecond, so a watcher sees every change
-    progress: dict[str, Any] | None
-    history: list[dict[str, Any]]
-    error: str | None
-    version: str | None
-    promoted: bool | None
-    promotion_reason: str | None
-    cancel_requested: bool
-    owner: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, without the internal owner id, plus ``latest``: the last epoch or None."""
-        out = asdict(self)
-        del out["owner"]
-        out["latest"] = self.history[-1] if self.history else None
-        return out
 
 
 def _now(*, precise: bool = False) -> str:

@@ -18,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from service.jobstore import INTERRUPTED, Job, JobStatus, JobStore
+from service.job import INTERRUPTED, Job, JobStatus
+from service.jobstore import JobStore
 
 if TYPE_CHECKING:
     from trainer.fit import Progress

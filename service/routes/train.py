@@ -13,7 +13,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import InvalidInput, NotFound, TooManyRequests
-from service.jobstore import TERMINAL, Job, QueueFull
+from service.job import TERMINAL, Job
+from service.jobstore import QueueFull
 from service.schemas import ErrorResponse, TrainRequest, link
 from service.state import AppState, TokenFirstRoute, get_state, require_token
 from trainer.config import ConfigError, TrainConfig

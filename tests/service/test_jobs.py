@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from service.job import INTERRUPTED, TERMINAL, Job
 from service.jobs import JobRunner, exit_reason, new_owner_id, owner_alive, pid_alive
-from service.jobstore import INTERRUPTED, TERMINAL, Job, JobStore
+from service.jobstore import JobStore
 from service.modelstore import ModelStore
 from service.training import run_job
 from tests.synthetic import make_images, write_dataset, write_idx

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.jobstore import INTERRUPTED, TERMINAL, JobStore, QueueFull
+from service.job import INTERRUPTED, TERMINAL
+from service.jobstore import JobStore, QueueFull
 
 
 @pytest.fixture
