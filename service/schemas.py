@@ -6,9 +6,9 @@ once); `PredictJSON` only documents them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 from service.modelstore import VERSION_PATTERN
 
@@ -76,6 +76,14 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+def _whole(value: Any) -> Any:
+    """47.0 is the integer 47, as JSON Schema's "integer" says; 47.5 stays a float and fails."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
 class TrainRequest(BaseModel):
     """Hyper-parameters for one training job; anything left out takes the trainer's default."""
 
@@ -86,11 +94,13 @@ class TrainRequest(BaseModel):
     )
 
     model: Literal["softmax", "binary"] = "softmax"
-    epochs: int | None = Field(None, ge=1, le=1000, description="passes over the training split")
-    batch_size: int | None = Field(None, ge=1, le=65536)
+    epochs: WholeNumber | None = Field(
+        None, ge=1, le=1000, description="passes over the training split"
+    )
+    batch_size: WholeNumber | None = Field(None, ge=1, le=65536)
     learning_rate: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)
     l2: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: WholeNumber | None = Field(None, ge=0, le=2**32 - 1)
     positive: list[str | int] | None = Field(
         None, min_length=1, max_length=100, description="binary: positive class names or indices"
     )

@@ -78,6 +78,18 @@ def test_train_needs_the_token(server: Server) -> None:
     assert TOKEN not in server.log_text()
 
 
+def test_whole_numbers_written_as_floats_are_integers(server: Server) -> None:
+    """JSON Schema's "integer" takes 2.0, so the service does too (a client's json.dumps of a
+    computed float); 2.5 stays a 422."""
+    with server.client() as client:
+        job = submit(client, {"epochs": 2.0, "batch_size": 64.0, "seed": 7.0})
+        assert job["params"] == {"epochs": 2, "batch_size": 64, "seed": 7}
+        assert all(isinstance(v, int) for v in job["params"].values())
+        client.delete(f"/train/{job['job_id']}", headers=AUTH)
+        r = client.post("/train", json={"epochs": 2.5}, headers=AUTH)
+        assert r.status_code == 422 and "epochs" in r.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "where"),
     [
