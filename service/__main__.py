@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=15,
+        timeout_graceful_shutdown=5,  # with the job's grace, inside docker stop's 10 s
     )
 
 

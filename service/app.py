@@ -6,8 +6,11 @@ import asyncio
 import functools
 import gc
 import logging
-from collections.abc import AsyncIterator, Mapping
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         app.state.softserve = state
+        _notice_shutdown(state.stopping)
         await state.runner.start()
         watcher = asyncio.create_task(_watch(state))
         try:
@@ -168,6 +172,28 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         on_finished=finished,
     )
     return AppState(settings, store, registry, jobs, runner, telemetry)
+
+
+def _notice_shutdown(stopping: asyncio.Event) -> None:
+    """Chain onto the server's SIGTERM and SIGINT handlers (uvicorn's, which it restores when it
+    stops) to set ``stopping`` as soon as the signal arrives: uvicorn runs the lifespan's end
+    only after every open connection has closed, and an event stream stays open until its job
+    ends, which would hold a ``docker stop`` past its 10 s."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread; in-process test clients run elsewhere
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(
+            signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            loop.call_soon_threadsafe(stopping.set)
+            previous(signum, frame)
+
+        signal.signal(signum, handler)
 
 
 async def _watch(state: AppState) -> None:

@@ -124,7 +124,7 @@ class JobRunner:
         """Look for queued jobs now rather than at the next poll (call on the event loop)."""
         self._wake.set()
 
-    async def stop(self, *, grace: float = 10.0) -> None:
+    async def stop(self, *, grace: float = 3.0) -> None:
         """Stop scheduling, cancel this worker's running jobs ("cancelled: the server shut
         down"), give their children ``grace`` seconds to exit, then kill the rest."""
         self._stopping = True

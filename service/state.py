@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
@@ -31,6 +32,9 @@ class AppState:
     jobs: JobStore
     runner: JobRunner
     telemetry: Telemetry
+    # set when SIGTERM/SIGINT arrives, before uvicorn waits for open connections: event streams
+    # end and readiness fails, so a rolling restart drains quickly
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def get_state(request: Request) -> AppState:

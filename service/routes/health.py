@@ -47,6 +47,8 @@ async def live() -> dict[str, str | int]:
 )
 async def ready(request: Request) -> dict[str, Any]:
     state = get_state(request)
+    if state.stopping.is_set():
+        raise ServiceUnavailable("the server is shutting down", code="shutting_down")
     registry = state.registry
     reasons = registry.not_ready()
     if reasons:

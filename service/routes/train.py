@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -187,6 +188,8 @@ async def cancel(request: Request, job_id: str) -> dict[str, Any]:
 @router.get(
     "/{job_id}/events",
     summary="Progress as Server-Sent Events until the job ends",
+    description="Events: `progress` (each change), then `end` with the final status. If the "
+    "server shuts down first, the stream ends with a `shutdown` event; the job is cancelled.",
     response_class=StreamingResponse,
     responses={
         **_404,
@@ -228,11 +231,23 @@ async def _stream(state: AppState, job: Job) -> AsyncIterator[bytes]:
         elif loop.time() - last_sent > _KEEPALIVE:
             yield b": keep-alive\n\n"
             last_sent = loop.time()
-        await asyncio.sleep(_EVENT_POLL)
+        if state.stopping.is_set():  # the server is going: end here, the client may reconnect
+            yield b"event: shutdown\ndata: " + orjson.dumps(_shutdown_view(job)) + b"\n\n"
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), _EVENT_POLL)
         fresh = await run_in_threadpool(state.jobs.get, job.id)
         if fresh is None:  # pruned while we watched
             return
         job = fresh
+
+
+def _shutdown_view(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "message": "the server is shutting down; a running job is cancelled",
+    }
 
 
 async def _job(state: AppState, job_id: str) -> Job:

@@ -391,6 +391,32 @@ def test_sigterm_during_a_job_cancels_it_cleanly(tmp_path: Path) -> None:
         assert not list(server.model_dir.rglob("*.tmp"))
 
 
+def test_sigterm_ends_event_streams_so_shutdown_is_prompt(tmp_path: Path) -> None:
+    """An open event stream does not hold the server: SIGTERM ends it with a `shutdown` event,
+    and the process exits well inside docker stop's 10 s, the job cancelled."""
+    data = write_dataset(tmp_path / "data")
+    env = {"SOFTSERVE_DATA_DIR": str(data)}
+    events: list[str] = []
+    with run_server(tmp_path, env, entry="service") as server, server.client() as client:
+        job = submit(client, {"epochs": 200, "batch_size": 1})
+        wait_for(lambda: client.get(f"/train/{job['job_id']}").json()["progress"])
+
+        def follow() -> None:
+            with server.client() as c, c.stream("GET", f"/train/{job['job_id']}/events") as r:
+                events.extend(line for line in r.iter_lines() if line.startswith("event:"))
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        wait_for(lambda: events)  # the stream is open
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(9)  # fails the test (TimeoutExpired) if the stream held it
+        follower.join(10)
+    assert events[-1] == "event: shutdown"
+    with run_server(tmp_path, env, model_dir=tmp_path / "models") as server, server.client() as c:
+        done = c.get(f"/train/{job['job_id']}").json()
+        assert done["status"] == "cancelled" and "shut down" in done["error"], done
+
+
 def test_a_test_set_with_random_labels_is_not_promoted(tmp_path: Path) -> None:
     """Deterministic 'not promoted': training on easy data, testing on shuffled labels."""
     data = write_dataset(tmp_path / "data")
