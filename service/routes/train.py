@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -265,5 +266,12 @@ async def _job(state: AppState, job_id: str) -> Job:
 async def _serve_result(state: AppState, job: Job) -> None:
     """Whoever is told that a job's version was promoted can use it at once: this worker loads
     it now instead of at its next look at the model folder."""
-    if job.status == "succeeded" and job.promoted:
+    if job.status != "succeeded" or not job.promoted or job.finished_at is None:
+        return
+    served = state.registry.models.get(job.model)
+    if served is not None and served.version == job.version:
+        return
+    # only just after it finished: later the watch has it, or another version replaced it
+    age = datetime.now(UTC) - datetime.fromisoformat(job.finished_at)
+    if age.total_seconds() < 2 * state.settings.watch_interval + 2:
         await run_in_threadpool(state.registry.refresh)
