@@ -39,7 +39,7 @@ COPY models/softmax.npz models/binary.npz /opt/softserve/models/
 
 ENV PATH=/opt/venv/bin:$PATH \
     SOFTSERVE_HOST=0.0.0.0 \
-    SOFTSERVE_PORT=8000 \
+    SOFTSERVE_HTTP_PORT=8000 \
     SOFTSERVE_WORKERS=1 \
     SOFTSERVE_MODEL_DIR=/app/models \
     SOFTSERVE_STATE_DIR=/app/state \

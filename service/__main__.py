@@ -1,8 +1,8 @@
 """``python -m service [--host H] [--port P] [--workers N]``: uvicorn on service.app:app.
 
-The options default to SOFTSERVE_HOST, SOFTSERVE_PORT and SOFTSERVE_WORKERS; every other setting
-comes from SOFTSERVE_* environment variables (see README), which each worker process reads when it
-imports the app. With several workers, Prometheus metrics are kept in files shared by them
+The options default to SOFTSERVE_HOST, SOFTSERVE_HTTP_PORT and SOFTSERVE_WORKERS; every other
+setting comes from SOFTSERVE_* environment variables (see README), which each worker process reads
+when it imports the app. With several workers, Prometheus metrics are kept in files shared by them
 (prometheus-client's multiprocess mode, in <state folder>/prometheus unless
 PROMETHEUS_MULTIPROC_DIR says where), so that any worker's /metrics counts every request.
 """
@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         help="address to bind (default: SOFTSERVE_HOST, else 127.0.0.1)",
     )
     parser.add_argument(
-        "--port", type=int, default=settings.port, help="port (default: SOFTSERVE_PORT, else 8000)"
+        "--port",
+        type=int,
+        default=settings.http_port,
+        help="port (default: SOFTSERVE_HTTP_PORT, else 8000)",
     )
     parser.add_argument(
         "--workers",

@@ -148,7 +148,7 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
     if settings.seed_dir is not None:
         try:
             seeded = store.seed_from(settings.seed_dir)
-        except StoreError as exc:
+        except (StoreError, OSError) as exc:  # e.g. a read-only folder: serve what is there
             log.error("seeding models from %s: %s", settings.seed_dir, exc)
         else:
             for name in seeded:

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOFTSERVE_", extra="ignore", frozen=True)
 
     host: str = Field("127.0.0.1", description="Address python -m service binds (container: all)")
-    port: int = Field(8000, ge=1, le=65535, description="Port python -m service listens on")
+    # not SOFTSERVE_PORT: Kubernetes sets that to "tcp://..." for a Service named softserve
+    http_port: int = Field(8000, ge=1, le=65535, description="Port python -m service listens on")
     workers: int = Field(1, ge=1, le=64, description="Worker processes of python -m service")
     model_dir: Path = Field(Path("models"), description="Folder of <name>.npz artifacts to serve")
     state_dir: Path | None = Field(

@@ -195,13 +195,11 @@ class ModelStore:
         """
         seeded: list[str] = []
         problems: list[str] = []
+        if not self._unseeded(source):
+            return seeded  # touch nothing: the folder may be read-only
         with self._locked():
-            for path in sorted(source.glob("*.npz")):
+            for path in self._unseeded(source):
                 name = path.stem
-                if not _NAME.fullmatch(name) or not path.is_file():
-                    continue
-                if self.active_path(name).exists() or self.versions_dir(name).exists():
-                    continue
                 try:
                     artifacts.save(artifacts.load(path), self.active_path(name))
                 except ArtifactError as exc:
@@ -211,6 +209,17 @@ class ModelStore:
         if problems:
             raise StoreError("; ".join(problems))
         return seeded
+
+    def _unseeded(self, source: Path) -> list[Path]:
+        """The model files of ``source`` whose model this folder has never had."""
+        return [
+            path
+            for path in sorted(source.glob("*.npz"))
+            if _NAME.fullmatch(path.stem)
+            and path.is_file()
+            and not self.active_path(path.stem).exists()
+            and not self.versions_dir(path.stem).exists()
+        ]
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files a killed save left behind (older than any save takes)."""

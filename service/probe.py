@@ -1,7 +1,7 @@
 """``python -m service.probe``: exit 0 when the local service is ready, 1 otherwise.
 
 The container's HEALTHCHECK, without curl: it asks ``/health/ready`` on the port that
-``python -m service`` listens on (SOFTSERVE_PORT), and prints the reason when not ready.
+``python -m service`` listens on (SOFTSERVE_HTTP_PORT), and prints the reason when not ready.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ def ready_url(settings: Settings) -> str:
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}/health/ready"
+    return f"http://{host}:{settings.http_port}/health/ready"
 
 
 def main(timeout: float = 3.0) -> int:
     url = ready_url(Settings())
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with direct.open(url, timeout=timeout) as response:
             print(f"{url}: {response.status}")
             return 0
     except urllib.error.HTTPError as exc:  # 503 with the reason in the one error shape

@@ -90,7 +90,7 @@ def run_server(
         cmd = [sys.executable, "-m", "service"]
         full_env |= {
             "SOFTSERVE_HOST": "127.0.0.1",
-            "SOFTSERVE_PORT": str(port),
+            "SOFTSERVE_HTTP_PORT": str(port),
             "SOFTSERVE_WORKERS": str(workers),
         }
     with log.open("wb") as out:

@@ -43,6 +43,14 @@ def test_seed_leaves_models_the_folder_already_has(tmp_path: Path) -> None:
     assert not store.active_path("binary").exists()
 
 
+def test_seeding_a_folder_that_has_every_model_writes_nothing(tmp_path: Path) -> None:
+    """So a read-only model volume still starts: no lock file, no write at all."""
+    store = ModelStore(copy_shipped_models(tmp_path / "models"))
+    before = sorted(p.name for p in store.root.iterdir())
+    assert store.seed_from(SHIPPED) == []
+    assert sorted(p.name for p in store.root.iterdir()) == before  # no .lock either
+
+
 def test_a_bad_seed_file_is_named_and_the_good_ones_still_land(tmp_path: Path) -> None:
     seeds = copy_shipped_models(tmp_path / "seeds")
     (seeds / "broken.npz").write_bytes(b"not a zip")
@@ -58,7 +66,10 @@ def test_service_from_env_seeds_an_empty_volume_and_the_probe_says_ready(tmp_pat
     """As in the container: host, port and workers from SOFTSERVE_*, models seeded on start."""
     models = tmp_path / "models"
     models.mkdir()
-    env = {"SOFTSERVE_SEED_DIR": str(SHIPPED)}
+    env = {
+        "SOFTSERVE_SEED_DIR": str(SHIPPED),
+        "SOFTSERVE_PORT": "tcp://10.0.0.7:8000",  # what Kubernetes sets for a Service 'softserve'
+    }
     with run_server(tmp_path, env, model_dir=models, entry="service-env") as server:
         with server.client() as client:
             assert client.get("/health/ready").status_code == 200
@@ -66,7 +77,15 @@ def test_service_from_env_seeds_an_empty_volume_and_the_probe_says_ready(tmp_pat
         shipped = {n: artifacts.load(SHIPPED / f"{n}.npz").version for n in ("softmax", "binary")}
         assert listed == shipped
         port = server.url.rsplit(":", 1)[1]
-        assert run_probe({"SOFTSERVE_PORT": port, "SOFTSERVE_HOST": "0.0.0.0"}) == (0, "200")
+        assert run_probe({"SOFTSERVE_HTTP_PORT": port, "SOFTSERVE_HOST": "0.0.0.0"}) == (0, "200")
+        dead_proxy = "http://127.0.0.1:9"  # Docker passes the client's proxies on; none answers
+        proxied = {
+            "http_proxy": dead_proxy,
+            "HTTP_PROXY": dead_proxy,
+            "no_proxy": "",
+            "NO_PROXY": "",
+        }
+        assert run_probe({"SOFTSERVE_HTTP_PORT": port, **proxied}) == (0, "200")
 
 
 def test_the_probe_fails_with_the_reason_when_not_ready(tmp_path: Path) -> None:
@@ -75,22 +94,22 @@ def test_the_probe_fails_with_the_reason_when_not_ready(tmp_path: Path) -> None:
     shutil.copy2(SHIPPED / "softmax.npz", models / "softmax.npz")  # binary is missing
     with run_server(tmp_path, model_dir=models) as server:
         port = server.url.rsplit(":", 1)[1]
-        code, output = run_probe({"SOFTSERVE_PORT": port})
+        code, output = run_probe({"SOFTSERVE_HTTP_PORT": port})
     assert code == 1
     assert "503" in output and "binary" in output
 
 
 def test_the_probe_fails_when_nothing_listens() -> None:
-    code, output = run_probe({"SOFTSERVE_PORT": str(free_port())})
+    code, output = run_probe({"SOFTSERVE_HTTP_PORT": str(free_port())})
     assert code == 1
     assert "refused" in output.lower()
 
 
 def test_ready_url_asks_loopback_for_a_wildcard_bind() -> None:
-    assert probe.ready_url(Settings(host="0.0.0.0", port=9000)) == (
+    assert probe.ready_url(Settings(host="0.0.0.0", http_port=9000)) == (
         "http://127.0.0.1:9000/health/ready"
     )
-    assert probe.ready_url(Settings(host="::1", port=80)) == "http://[::1]:80/health/ready"
+    assert probe.ready_url(Settings(host="::1", http_port=80)) == "http://[::1]:80/health/ready"
 
 
 @pytest.mark.parametrize(
