@@ -1,7 +1,7 @@
 # softserve: the service on the shipped models, able to train inside the container.
 #   docker build -t softserve .                      (--build-arg WITH_DATA=0: no Fashion-MNIST)
 #   docker run -p 8000:8000 -v softserve-models:/app/models -v softserve-state:/app/state softserve
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 # 1 (default): Debian's Fashion-MNIST (about 30 MB) so that /train works in the container.
 ARG WITH_DATA=1

@@ -3,6 +3,7 @@ that .ci/run's trap can remove whatever a crashed test run leaves behind."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-LABEL = "softserve-test"
+LABEL = os.environ.get("SOFTSERVE_TEST_LABEL", "softserve-test")  # .ci/run's: one per run
 READY_WITHIN = 15.0  # seconds: "ready within a few seconds", with room for a busy CI machine
 
 

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from tests.container.conftest import RunContainer
 from tests.container.docker import Container, docker, published
 from tests.service.reference import check_predictions
-from tests.service.server import SHIPPED
+from tests.service.server import SHIPPED, copy_shipped_models
 from trainer import artifacts
 
 Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
@@ -139,6 +139,23 @@ def test_sigterm_cancels_a_running_job_cleanly(
     assert leftovers == ""
     kept = restarted.exec("ls", "/app/models/softmax").split()
     assert kept == [f"{shipped.version}.npz"]
+
+
+def test_a_read_only_model_folder_serves_and_a_job_says_why_it_cannot_save(
+    run_container: RunContainer, volumes: dict[str, str], tmp_path: Path
+) -> None:
+    models = copy_shipped_models(tmp_path / "models")
+    models.chmod(0o755)  # tmp_path is 0700: the container's user must be able to read it
+    tmp_path.chmod(0o755)
+    state = next(name for name, path in volumes.items() if path == "/app/state")
+    container = run_container({str(models): "/app/models:ro", state: "/app/state"}, None)
+    container.wait_ready()
+    with container.client() as client:
+        assert model_version(client, "softmax") == artifacts.load(SHIPPED / "softmax.npz").version
+        job = submit(client, {"model": "softmax", "epochs": 1})
+        done = wait_for_job(client, job, {"succeeded", "failed", "cancelled"})
+    assert done["status"] == "failed", done
+    assert done["error"] == "could not save the new version: Read-only file system"
 
 
 def submit(client: httpx.Client, body: dict[str, Any]) -> str:

@@ -71,7 +71,10 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         unavailable("mounting a small tmpfs needs root", "run as root")
     folder.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    result = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # root without CAP_SYS_ADMIN, as in an unprivileged container
+        unavailable(f"cannot mount a tmpfs: {result.stderr.strip()}", "run with CAP_SYS_ADMIN")
     try:
         yield folder
     finally:
