@@ -1,0 +1,127 @@
+"""Error handlers: every error, FastAPI's validation and Starlette's HTTP errors included,
+leaves in the one JSON shape ``{"error": {"code", "message", "details"}}`` (service.errors)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+
+from service.errors import ServiceError, error_body
+
+__all__ = ["add_error_handlers"]
+
+log = logging.getLogger("softserve")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Render every error, FastAPI's and Starlette's own included, in the one JSON shape."""
+
+    def render(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError) -> Response:
+        return render(exc.status, exc.body(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if isinstance(exc.body, bytes) and exc.body:
+            # FastAPI parses a body only when it is declared JSON; any other is validated as bytes
+            # and fails as "not a valid dictionary", which hides the real problem.
+            declared = request.headers.get("content-type")
+            message = (
+                f"unsupported Content-Type {declared[:100]!r}: send application/json"
+                if declared
+                else "missing Content-Type: send application/json"
+            )
+            return render(415, error_body("unsupported_media_type", message))
+        for e in exc.errors():  # FastAPI reports unparsable JSON as a 422 at loc (body, offset)
+            if e.get("type") == "json_invalid":
+                reason = e.get("ctx", {}).get("error", "JSON decode error")
+                where = e.get("loc", ())[-1]
+                return render(
+                    400,
+                    error_body(
+                        "invalid_json", f"body is not valid JSON: {reason} at character {where}"
+                    ),
+                )
+        details = [
+            {"loc": [_short(p) for p in e.get("loc", ())], "message": e.get("msg", ""),
+             "type": e.get("type", "")}
+            for e in exc.errors()
+        ]  # fmt: skip
+        first = details[0] if details else {"loc": [], "message": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return render(422, error_body("invalid_request", f"{where}: {first['message']}", details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.method} {request.url.path[:200]}"
+        elif exc.status_code == 400 and message == "There was an error parsing the body":
+            status, code, message = _unparsable(exc.__cause__)
+            return render(status, error_body(code, message))
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path[:200]}"
+            allowed = _allowed(request)
+            if allowed is not None:
+                return render(405, error_body(code, message), {"Allow": allowed})
+        return render(exc.status_code, error_body(code, message), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render(
+            500, error_body("internal_error", "internal error; the server log has details")
+        )
+
+
+def _short(part: Any) -> Any:
+    """A location part as a message shows it: an unknown 1 MB field name is not echoed whole."""
+    return f"{part[:40]}..." if isinstance(part, str) and len(part) > 40 else part
+
+
+def _unparsable(cause: BaseException | None) -> tuple[int, str, str]:
+    """Status, code and message for a JSON body FastAPI could not parse, though it was no
+    JSONDecodeError."""
+    if isinstance(cause, UnicodeDecodeError):
+        return 400, "invalid_json", "body is not valid JSON: it is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return 400, "invalid_json", "body is not valid JSON: nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):  # valid JSON, an absurd number
+        return 422, "invalid_request", "a number in the body has more than 4300 digits"
+    return 400, "invalid_json", "body is not valid JSON"
+
+
+def _allowed(request: Request) -> str | None:
+    """Every method the path answers, from the documented paths. Starlette's 405 names only the
+    first route matching the path, so `Allow: POST` left out GET /train (schemathesis found it)."""
+    app: FastAPI = request.app
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
