@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import ROOT, free_port
+from bench.serve import ROOT, free_port, stop
 from bench.train import render
 
 TARGET = 1.0  # seconds: "ready within a second of start on the shipped models"
@@ -44,8 +44,7 @@ def time_to_ready(cmd: list[str], url: str, env: dict[str, str], timeout: float 
             time.sleep(0.005)
         raise RuntimeError(f"{url} not ready within {timeout} s")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def one_run(kind: str, models: Path) -> float:

@@ -95,13 +95,18 @@ def server(app: str, ready_path: str, env: dict[str, str], pin: list[str]) -> It
                         break
                 time.sleep(0.1)
             yield url
-        finally:  # also on Ctrl-C: the child is ours, killed by its PID
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        finally:  # also on Ctrl-C: the child is ours, stopped by its PID
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wrk(url: str, body: Path, content_type: str, accept: str | None, seconds: float,

@@ -34,7 +34,7 @@ import orjson
 from numpy.typing import NDArray
 from PIL import Image
 
-from bench.serve import ROOT, free_port
+from bench.serve import ROOT, free_port, stop
 from bench.train import load_average, render
 from trainer.contract import N_FEATURES
 from trainer.data import DEBIAN_DIR, load_dataset
@@ -209,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return soak(args, server, url, manifest, root / "server.log")
         finally:
-            server.terminate()
-            server.wait(30)
+            stop(server, grace=30)
             log.close()
 
 
