@@ -23,7 +23,7 @@ import pytest
 from service.modelstore import ModelStore
 from tests.ci import unavailable
 from tests.service.server import SHIPPED, Server, copy_shipped_models, run_server, wait_for
-from tests.service.test_train_api import _children, image, submit, wait_done
+from tests.service.training_client import image, submit, training_children, wait_done
 from tests.synthetic import write_dataset
 from trainer import artifacts
 from trainer.artifacts import Artifact
@@ -162,7 +162,7 @@ def test_killing_the_training_process_fails_no_prediction(tmp_path: Path) -> Non
                 active = client.get("/models/softmax").json()["version"]
                 job = submit(client, {"epochs": 200, "batch_size": 1})
                 wait_for(lambda: client.get(f"/train/{job['job_id']}").json()["progress"])
-                for pid in _children(server.process.pid):
+                for pid in training_children(server.process.pid):
                     os.kill(pid, signal.SIGKILL)
                 done = wait_done(client, job["job_id"])
                 served_after = answered

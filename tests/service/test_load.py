@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from bench.soak import mix
 from tests.service.server import run_server
-from tests.service.test_train_api import AUTH, TOKEN, wait_done
+from tests.service.training_client import AUTH, TOKEN, wait_done
 from tests.synthetic import write_dataset
 
 CLIENTS, ROUNDS = 4, 10

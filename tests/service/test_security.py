@@ -12,7 +12,7 @@ import pytest
 
 from service.config import Settings
 from tests.service.server import REPO, run_server
-from tests.service.test_train_api import image
+from tests.service.training_client import image
 from tests.synthetic import write_dataset
 
 PREFLIGHT = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}

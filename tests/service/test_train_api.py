@@ -9,18 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 import pytest
 
 from tests.service.server import Server, run_server, wait_for
-from tests.synthetic import make_images, write_dataset, write_idx
+from tests.service.training_client import (
+    AUTH,
+    TOKEN,
+    image,
+    submit,
+    training_children,
+    wait_done,
+)
+from tests.synthetic import write_dataset, write_idx
 from trainer.data import FILES
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
@@ -33,29 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
     env = {"SOFTSERVE_DATA_DIR": str(data_dir), "SOFTSERVE_API_TOKEN": TOKEN}
     with run_server(tmp_path_factory.mktemp("train"), env) as running:
         yield running
-
-
-def wait_done(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job: dict[str, Any] = client.get(f"/train/{job_id}").json()
-        return job if job["status"] in TERMINAL else None
-
-    result = wait_for(done, timeout=timeout)
-    assert isinstance(result, dict)
-    return result
-
-
-def submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    r = client.post("/train", json=body, headers=AUTH)
-    assert r.status_code == 202, r.text
-    job: dict[str, Any] = r.json()
-    assert r.headers["location"] == f"/train/{job['job_id']}"
-    assert job["status"] == "queued"
-    return job
-
-
-def image() -> list[int]:
-    return [int(v) for v in make_images(1, 10, seed=5)[0][0].reshape(-1)]
 
 
 # --- auth and validation -----------------------------------------------------------------------
@@ -343,7 +323,7 @@ def test_a_killed_training_process_fails_the_job_and_predictions_go_on(tmp_path:
             active = client.get("/models/softmax").json()["version"]
             job = submit(client, {"epochs": 200, "batch_size": 1})
             wait_for(lambda: client.get(f"/train/{job['job_id']}").json()["progress"])
-            children = _children(server.process.pid)
+            children = training_children(server.process.pid)
             assert children, "the job should run in a child process"
             for pid in children:
                 os.kill(pid, signal.SIGKILL)
@@ -354,24 +334,6 @@ def test_a_killed_training_process_fails_the_job_and_predictions_go_on(tmp_path:
             r = client.post("/predict", json={"pixels": image()})
             assert r.status_code == 200 and r.json()["version"] == active
         assert not list(server.model_dir.rglob("*.tmp"))
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` started by multiprocessing's spawn: the training processes
-    (not its resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        if ppid == pid and "spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def test_sigterm_during_a_job_cancels_it_cleanly(tmp_path: Path) -> None:
