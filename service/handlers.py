@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from service.errors import ServiceError, error_body
+from service.errors import (
+    BadRequest,
+    InvalidInput,
+    ServiceError,
+    UnsupportedMediaType,
+    error_body,
+)
 
 __all__ = ["add_error_handlers"]
 
@@ -38,9 +44,12 @@ def add_error_handlers(app: FastAPI) -> None:
     def render(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
         return Response(body, status_code=status, headers=headers, media_type="application/json")
 
+    def render_error(exc: ServiceError) -> Response:
+        return render(exc.status, exc.body(), exc.headers)
+
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> Response:
-        return render(exc.status, exc.body(), exc.headers)
+        return render_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -48,21 +57,19 @@ def add_error_handlers(app: FastAPI) -> None:
             # FastAPI parses a body only when it is declared JSON; any other is validated as bytes
             # and fails as "not a valid dictionary", which hides the real problem.
             declared = request.headers.get("content-type")
-            message = (
-                f"unsupported Content-Type {declared[:100]!r}: send application/json"
-                if declared
-                else "missing Content-Type: send application/json"
+            return render_error(
+                UnsupportedMediaType(
+                    f"unsupported Content-Type {declared[:100]!r}: send application/json"
+                    if declared
+                    else "missing Content-Type: send application/json"
+                )
             )
-            return render(415, error_body("unsupported_media_type", message))
         for e in exc.errors():  # FastAPI reports unparsable JSON as a 422 at loc (body, offset)
             if e.get("type") == "json_invalid":
                 reason = e.get("ctx", {}).get("error", "JSON decode error")
                 where = e.get("loc", ())[-1]
-                return render(
-                    400,
-                    error_body(
-                        "invalid_json", f"body is not valid JSON: {reason} at character {where}"
-                    ),
+                return render_error(
+                    _not_json(f"body is not valid JSON: {reason} at character {where}")
                 )
         details = [
             {"loc": [_short(p) for p in e.get("loc", ())], "message": e.get("msg", ""),
@@ -80,8 +87,7 @@ def add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path[:200]}"
         elif exc.status_code == 400 and message == "There was an error parsing the body":
-            status, code, message = _unparsable(exc.__cause__)
-            return render(status, error_body(code, message))
+            return render_error(_unparsable(exc.__cause__))
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:200]}"
             allowed = _allowed(request)
@@ -102,16 +108,21 @@ def _short(part: Any) -> Any:
     return f"{part[:40]}..." if isinstance(part, str) and len(part) > 40 else part
 
 
-def _unparsable(cause: BaseException | None) -> tuple[int, str, str]:
-    """Status, code and message for a JSON body FastAPI could not parse, though it was no
-    JSONDecodeError."""
+def _not_json(message: str) -> ServiceError:
+    return BadRequest(message, code="invalid_json")  # as service.inputs says it for /predict
+
+
+def _unparsable(cause: BaseException | None) -> ServiceError:
+    """The error for a JSON body FastAPI could not parse, though it was no JSONDecodeError."""
     if isinstance(cause, UnicodeDecodeError):
-        return 400, "invalid_json", "body is not valid JSON: it is not UTF-8 text"
+        return _not_json("body is not valid JSON: it is not UTF-8 text")
     if isinstance(cause, RecursionError):
-        return 400, "invalid_json", "body is not valid JSON: nested too deeply"
+        return _not_json("body is not valid JSON: nested too deeply")
     if isinstance(cause, ValueError) and "digits" in str(cause):  # valid JSON, an absurd number
-        return 422, "invalid_request", "a number in the body has more than 4300 digits"
-    return 400, "invalid_json", "body is not valid JSON"
+        return InvalidInput(
+            "a number in the body has more than 4300 digits", code="invalid_request"
+        )
+    return _not_json("body is not valid JSON")
 
 
 def _allowed(request: Request) -> str | None:
