@@ -6,23 +6,20 @@ Needs a Docker daemon (see tests/container/conftest.py); .ci/run starts one and 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
 from tests.container.conftest import RunContainer
 from tests.container.docker import Container, docker, published
 from tests.service.reference import check_predictions
-from tests.service.server import SHIPPED, copy_shipped_models
+from tests.service.server import SHIPPED, copy_shipped_models, wait_for
+from tests.service.training_client import TOKEN, submit, wait_done
 from trainer import artifacts
 
 Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
-TOKEN = "container-secret"
 JOB_TIMEOUT = 300.0
 
 
@@ -76,8 +73,8 @@ def test_a_trained_version_is_served_and_survives_a_new_container(
     shipped = artifacts.load(SHIPPED / "softmax.npz")
     with container.client() as client:
         assert client.post("/train", json={"epochs": 2}).status_code == 401
-        job = submit(client, {"model": "softmax", "epochs": 2, "force": True})
-        done = wait_for_job(client, job, {"succeeded", "failed", "cancelled"})
+        job = submit(client, {"model": "softmax", "epochs": 2, "force": True})["job_id"]
+        done = wait_done(client, job, timeout=JOB_TIMEOUT)
         assert done["status"] == "succeeded", done
         assert done["promoted"] is True and done["version"] != shipped.version
         assert model_version(client, "softmax") == done["version"]
@@ -111,8 +108,8 @@ def test_sigterm_cancels_a_running_job_cleanly(
     shipped = artifacts.load(SHIPPED / "softmax.npz")
     events: list[str] = []
     with container.client() as client:
-        job = submit(client, {"model": "softmax", "epochs": 200, "force": True})
-        wait_for_job(client, job, {"running"}, need_progress=True)
+        job = submit(client, {"model": "softmax", "epochs": 200, "force": True})["job_id"]
+        wait_for(lambda: client.get(f"/train/{job}").json()["progress"], timeout=JOB_TIMEOUT)
 
         def follow() -> None:
             with client.stream("GET", f"/train/{job}/events") as r:
@@ -120,9 +117,7 @@ def test_sigterm_cancels_a_running_job_cleanly(
 
         follower = threading.Thread(target=follow)
         follower.start()
-        deadline = time.monotonic() + 30
-        while not events and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: events, timeout=30)  # the stream is open
         docker("stop", container.id, timeout=90)  # SIGKILL after 10 s would give exit code 137
         follower.join(30)
     assert container.inspect("{{.State.ExitCode}}") == "0", container.logs()
@@ -152,29 +147,10 @@ def test_a_read_only_model_folder_serves_and_a_job_says_why_it_cannot_save(
     container.wait_ready()
     with container.client() as client:
         assert model_version(client, "softmax") == artifacts.load(SHIPPED / "softmax.npz").version
-        job = submit(client, {"model": "softmax", "epochs": 1})
-        done = wait_for_job(client, job, {"succeeded", "failed", "cancelled"})
+        job = submit(client, {"model": "softmax", "epochs": 1})["job_id"]
+        done = wait_done(client, job, timeout=JOB_TIMEOUT)
     assert done["status"] == "failed", done
     assert done["error"] == "could not save the new version: Read-only file system"
-
-
-def submit(client: httpx.Client, body: dict[str, Any]) -> str:
-    response = client.post("/train", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
-
-
-def wait_for_job(
-    client: httpx.Client, job: str, statuses: set[str], *, need_progress: bool = False
-) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = client.get(f"/train/{job}").json()
-        if body["status"] in statuses and (body["progress"] is not None or not need_progress):
-            return body
-        time.sleep(0.2)
-    pytest.fail(f"job {job} not {statuses} within {JOB_TIMEOUT} s: {body}")
 
 
 def model_version(client: httpx.Client, name: str) -> str:
@@ -190,11 +166,11 @@ def predict_raw(client: httpx.Client, pixels: NDArray[np.uint8]) -> httpx.Respon
 
 def wait_for_health(container: Container, timeout: float = 60.0) -> str:
     """The HEALTHCHECK's verdict once it has one (runs every second under test)."""
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
+
+    def verdict() -> str | None:
         status = container.inspect("{{.State.Health.Status}}")
-        if status in ("healthy", "unhealthy"):
-            return status
-        time.sleep(0.25)
-    return status
+        return status if status in ("healthy", "unhealthy") else None
+
+    found = wait_for(verdict, timeout=timeout, interval=0.25)
+    assert isinstance(found, str)
+    return found
