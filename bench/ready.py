@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import ROOT, free_port, stop
+from bench.serve import ROOT, free_port, fresh_service_env, stop
 from bench.train import render
 
 TARGET = 1.0  # seconds: "ready within a second of start on the shipped models"
@@ -47,10 +45,9 @@ def time_to_ready(cmd: list[str], url: str, env: dict[str, str], timeout: float 
         stop(proc)
 
 
-def one_run(kind: str, models: Path) -> float:
+def one_run(kind: str, root: Path) -> float:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")}
-    env |= {"SOFTSERVE_MODEL_DIR": str(models), "SOFTSERVE_STATE_DIR": str(models.parent / "state")}
+    env = fresh_service_env(root)
     if kind == "service":
         cmd = [sys.executable, "-m", "service", "--port", str(port)]
         return time_to_ready(cmd, f"http://127.0.0.1:{port}/health/ready", env)
@@ -70,11 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ready-") as tmp:
         for run in range(args.runs):
             for kind in times:
-                models = Path(tmp) / f"{kind}-{run}" / "models"
-                models.mkdir(parents=True)
-                for name in ("softmax.npz", "binary.npz"):
-                    shutil.copy2(ROOT / "models" / name, models / name)
-                times[kind].append(one_run(kind, models))
+                times[kind].append(one_run(kind, Path(tmp) / f"{kind}-{run}"))
                 print(f"  run {run + 1}/{args.runs} {kind}: {times[kind][-1]:.3f} s", flush=True)
     rows = [
         [kind, f"{statistics.median(t):.3f}", f"{min(t):.3f}-{max(t):.3f}"]

@@ -68,6 +68,18 @@ def pinning() -> tuple[list[str], list[str]]:
     return ["taskset", "-c", str(cores[0])], ["taskset", "-c", str(cores[1])]
 
 
+def fresh_service_env(root: Path, **settings: str) -> dict[str, str]:
+    """This environment without any SOFTSERVE_* of its own, serving a fresh copy of the shipped
+    models in ``root``/models (state in ``root``/state), plus ``settings`` (SOFTSERVE_ names)."""
+    models = root / "models"
+    models.mkdir(parents=True)
+    for name in ("softmax.npz", "binary.npz"):
+        shutil.copy2(ROOT / "models" / name, models / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")}
+    paths = {"SOFTSERVE_MODEL_DIR": str(models), "SOFTSERVE_STATE_DIR": str(root / "state")}
+    return env | paths | settings
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

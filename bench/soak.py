@@ -34,7 +34,7 @@ import orjson
 from numpy.typing import NDArray
 from PIL import Image
 
-from bench.serve import ROOT, free_port, stop
+from bench.serve import ROOT, free_port, fresh_service_env, stop
 from bench.train import load_average, render
 from trainer.contract import N_FEATURES
 from trainer.data import DEBIAN_DIR, load_dataset
@@ -193,15 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.workers} worker(s)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         root = Path(tmp)
-        models = root / "models"
-        models.mkdir()
-        for name in ("softmax.npz", "binary.npz"):
-            shutil.copy2(ROOT / "models" / name, models / name)
         manifest = write_manifest(requests, root)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")}
-        env |= {"SOFTSERVE_MODEL_DIR": str(models), "SOFTSERVE_STATE_DIR": str(root / "state"),
-                "SOFTSERVE_API_TOKEN": TOKEN, "SOFTSERVE_LOG_LEVEL": "warning"}  # fmt: skip
+        env = fresh_service_env(root, SOFTSERVE_API_TOKEN=TOKEN, SOFTSERVE_LOG_LEVEL="warning")
         cmd = [sys.executable, "-m", "service", "--port", str(port), "--workers", str(args.workers)]
         log = (root / "server.log").open("wb")
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
