@@ -43,6 +43,15 @@ def free_port() -> int:
         return port
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without the settings a test's server must not inherit."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SOFTSERVE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+
+
 def copy_shipped_models(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("softmax.npz", "binary.npz"):
@@ -71,11 +80,7 @@ def run_server(
     log = root / f"server-{time.monotonic_ns()}.log"
     port = port if port is not None else free_port()
     full_env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SOFTSERVE_") and k != "PROMETHEUS_MULTIPROC_DIR"
-        },
+        **clean_env(),
         "SOFTSERVE_MODEL_DIR": str(models),
         "SOFTSERVE_STATE_DIR": str(state),
         "SOFTSERVE_WATCH_INTERVAL": "0.2",

@@ -3,7 +3,6 @@ for python -m service from the environment, and the readiness probe its HEALTHCH
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,14 @@ import pytest
 from service import probe
 from service.config import Settings
 from service.modelstore import ModelStore, StoreError
-from tests.service.server import REPO, SHIPPED, copy_shipped_models, free_port, run_server
+from tests.service.server import (
+    REPO,
+    SHIPPED,
+    clean_env,
+    copy_shipped_models,
+    free_port,
+    run_server,
+)
 from trainer import artifacts
 from trainer.artifacts import Artifact
 
@@ -148,10 +154,6 @@ def test_list_settings_take_commas_or_json(
     settings = Settings()
     assert settings.required_models == expected
     assert settings.cors_origins == expected
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")}
 
 
 def run_probe(env: dict[str, str]) -> tuple[int, str]:
