@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 from service.errors import NotFound
 from service.modelstore import ModelStore, StoreError, check_name
 from trainer import artifacts
-from trainer.artifacts import Artifact, ArtifactError, utc_now_iso
+from trainer.artifacts import Artifact, ArtifactError
 from trainer.linear import Kind
+from trainer.timestamps import utc_now_iso
 
 __all__ = ["Registry", "Served"]
 
@@ -50,7 +51,7 @@ class Served:
     def __post_init__(self) -> None:
         a = self.artifact
         for key, value in (
-            ("kind", cast(Kind, a.kind)),  # load() accepts only valid kinds
+            ("kind", a.kind),
             ("version", a.version),
             ("weights", a.weights),
             ("bias", a.bias),

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from trainer import commands, data, report
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+from trainer.contract import KINDS
 from trainer.errors import TrainerError
 
 PROG = "python -m trainer"
@@ -33,7 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--model",
-        choices=["softmax", "binary"],
+        choices=KINDS,
         default=d.model,
         help="softmax: one output per class; binary: --positive classes vs the rest (%(default)s)",
     )
@@ -42,14 +43,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--l2", type=float, default=d.l2, help="L2 penalty on the weights (%(default)s)")
     add(
         "--optimizer",
-        choices=["momentum", "adam", "sgd"],
+        choices=OPTIMIZERS,
         default=d.optimizer,
         help="(%(default)s)",
     )
     add("--momentum", type=float, default=d.momentum, help="(%(default)s; Adam's beta1)")
     add(
         "--schedule",
-        choices=["cosine", "step", "constant"],
+        choices=SCHEDULES,
         default=d.schedule,
         help="learning-rate decay: cosine to zero, x0.1 at 50%% and 75%%, or none (%(default)s)",
     )

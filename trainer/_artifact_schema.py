@@ -17,8 +17,10 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
-from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
+from trainer.contract import IMAGE_SHAPE, KINDS, N_FEATURES, PIXEL_SCALE
 from trainer.errors import TrainerError
+from trainer.jsontypes import json_type
+from trainer.timestamps import is_utc_iso
 
 SCHEMA_VERSION = 1
 FORMAT = "softserve.linear"
@@ -27,7 +29,6 @@ MAX_OUTPUTS = 4096
 # JSON numbers every reader can hold without loss of meaning: orjson, for one, refuses wider ints.
 _INT64 = range(-(2**63), 2**63)
 
-KINDS = ("softmax", "binary")
 REQUIRED_META = (
     "schema_version", "format", "kind", "version", "created_at", "class_names", "input",
     "dataset", "training", "metrics", "history", "training_seconds",
@@ -35,7 +36,8 @@ REQUIRED_META = (
 _OBJECT_META = ("dataset", "training", "metrics")
 _BINARY_LISTS = ("positive_classes", "negative_classes", "dataset_class_names")
 # Versions end up in file names and URLs, so the pattern admits no '/', '.' or other surprises.
-VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
+VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"  # also the JSON Schema of every version field
+VERSION_RE = re.compile(VERSION_PATTERN)
 
 
 class ArtifactError(TrainerError):
@@ -71,11 +73,6 @@ def new_version() -> str:
             version = f"{stamp}-{int(suffix, 16) + 1:08x}"
         _last_version = version
     return version
-
-
-def utc_now_iso() -> str:
-    """The current UTC time as ISO 8601 to the second, e.g. ``2026-11-22T03:15:00Z``."""
-    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def input_contract() -> dict[str, Any]:
@@ -184,8 +181,8 @@ def validate(
 
     version = meta["version"]
     if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        fail(f"version {_show(version)} does not match {VERSION_RE.pattern}")
-    if not _is_utc_iso(meta["created_at"]):
+        fail(f"version {_show(version)} does not match {VERSION_PATTERN}")
+    if not is_utc_iso(meta["created_at"]):
         fail(f"created_at must be an ISO 8601 UTC time, got {_show(meta['created_at'])}")
     contract = meta["input"]
     if not isinstance(contract, dict):
@@ -208,12 +205,6 @@ def validate(
         fail(f"training_seconds must be a number, got {json_type(seconds)}")
     if not _is_finite_number(seconds) or seconds < 0:
         fail(f"training_seconds must be finite and >= 0, got {_show(seconds)}")
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a parsed value's type, for messages: object, array, string, ..."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), "number" if isinstance(value, int | float) else "other")
 
 
 def _metrics_problem(metrics: Mapping[Any, Any]) -> str | None:
@@ -252,13 +243,3 @@ def _show(value: object, limit: int = 80) -> str:
     except (ValueError, RecursionError):  # an int past Python's 4300-digit limit, deep nesting
         return f"<{json_type(value)}>"
     return text if len(text) <= limit else f"{text[:limit]}..."
-
-
-def _is_utc_iso(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        offset = datetime.fromisoformat(value).utcoffset()
-    except ValueError:
-        return False
-    return offset is not None and not offset

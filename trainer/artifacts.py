@@ -27,18 +27,21 @@ from trainer._artifact_schema import (
     MAX_OUTPUTS,
     REQUIRED_META,
     SCHEMA_VERSION,
+    VERSION_PATTERN,
+    VERSION_RE,
     ArtifactError,
     bias_problem,
     check_format,
     input_contract,
-    json_type,
     new_version,
-    utc_now_iso,
     validate,
     weights_problem,
 )
 from trainer._npz import open_npz
-from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
+from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE, Kind
+from trainer.jsontypes import json_type
+from trainer.metrics import Split
+from trainer.timestamps import utc_now_iso
 
 __all__ = [
     "FORMAT",
@@ -48,17 +51,21 @@ __all__ = [
     "N_FEATURES",
     "PIXEL_SCALE",
     "SCHEMA_VERSION",
+    "VERSION_PATTERN",
+    "VERSION_RE",
     "Artifact",
     "ArtifactError",
+    "Metrics",
     "describe",
     "input_contract",
     "load",
     "make_artifact",
     "new_version",
     "save",
-    "utc_now_iso",
     "validate",
 ]
+
+Metrics = dict[str, int | float | None]  # one split's figures: loss, accuracy, roc_auc, ...
 
 # Meta as stored, UCS-4: 2 Mi characters, 3x what a 1000-epoch history takes (~320 per epoch and
 # run), 250x today's ~8 Ki. Parsed JSON can take 30x its text, so this bounds load's memory too.
@@ -120,8 +127,8 @@ class Artifact:
         return cast(dict[str, Any], json.loads(self._meta_text))
 
     @property
-    def kind(self) -> str:
-        return str(self._meta["kind"])
+    def kind(self) -> Kind:
+        return "binary" if self._meta["kind"] == "binary" else "softmax"  # validate() allows two
 
     @property
     def version(self) -> str:
@@ -138,6 +145,39 @@ class Artifact:
     @property
     def n_outputs(self) -> int:
         return int(self._weights.shape[1])
+
+    @property
+    def dataset_class_names(self) -> tuple[str, ...]:
+        """The classes of the data it was trained on: its outputs (softmax), or the dataset's
+        classes that a binary model's positive and negative sides group."""
+        if self.kind == "binary":
+            return tuple(self._meta["binary"]["dataset_class_names"])
+        return self.class_names
+
+    @property
+    def positive_classes(self) -> tuple[str, ...]:
+        """A binary model's positive side, as dataset class names (empty for softmax)."""
+        return tuple(self._meta["binary"]["positive_classes"]) if self.kind == "binary" else ()
+
+    @property
+    def negative_classes(self) -> tuple[str, ...]:
+        """A binary model's negative side, as dataset class names (empty for softmax)."""
+        return tuple(self._meta["binary"]["negative_classes"]) if self.kind == "binary" else ()
+
+    def metrics(self, split: Split) -> Metrics:
+        """The figures recorded for one split (empty if none were): a fresh copy."""
+        return dict(self._meta["metrics"].get(split) or {})
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """The recorded test accuracy, or None when the artifact records none."""
+        value = self.metrics("test").get("accuracy")
+        return None if value is None else float(value)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per epoch (phase, epoch, learning rate, losses, accuracies): a copy."""
+        return cast(list[dict[str, Any]], json.loads(json.dumps(self._meta["history"])))
 
 
 def make_artifact(
@@ -232,7 +272,7 @@ def describe(artifact: Artifact) -> dict[str, Any]:
         "created_at": artifact.created_at,
         "class_names": list(artifact.class_names),
         "n_outputs": artifact.n_outputs,
-        "metrics": json.loads(json.dumps(artifact._meta["metrics"])),  # not all of meta: faster
+        "metrics": {split: dict(values) for split, values in artifact._meta["metrics"].items()},
     }
 
 

@@ -18,6 +18,7 @@ from trainer.artifacts import load, save
 from trainer.config import TrainConfig
 from trainer.evaluate import evaluate_artifact
 from trainer.fit import Progress
+from trainer.metrics import SPLITS
 from trainer.tasks import make_task
 from trainer.train import train_model
 
@@ -128,7 +129,7 @@ def sweep(args: argparse.Namespace) -> None:
                   f"accuracy {val.get('accuracy', nan):.4f}")  # fmt: skip
     # choose on validation loss, as the trainer does; the test columns are for reporting only
     best = min(results, key=lambda r: r[1].metrics.get("validation", {}).get("loss", inf))[0]
-    splits = [(s, k) for s in ("train", "validation", "test") for k in ("loss", "accuracy")]
+    splits = [(s, k) for s in SPLITS for k in ("loss", "accuracy")]
     rows = [
         [f"{lr:g}", str(result.best_epoch)]
         + [f"{result.metrics.get(s, {}).get(k, nan):.4f}" for s, k in splits]
@@ -153,7 +154,7 @@ def evaluate(args: argparse.Namespace) -> None:
     names = ["accuracy", "loss", "roc_auc", "precision", "recall", "f1"]
     rows = []
     for path, artifact, metrics in measured:
-        stored = artifact.meta["metrics"].get("test", {}).get("accuracy")
+        stored = artifact.test_accuracy
         rows.append(
             [str(path), artifact.kind, artifact.version, _num(stored)]
             + [_num(metrics.get(n)) for n in names]

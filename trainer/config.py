@@ -6,18 +6,38 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from trainer.contract import KINDS, Kind
 from trainer.errors import TrainerError
-from trainer.linear import Kind
 
-__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "ConfigError", "Optimizer", "Schedule", "TrainConfig"]
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_CLASSES",
+    "MAX_EPOCHS",
+    "MAX_L2",
+    "MAX_LEARNING_RATE",
+    "MAX_SEED",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "ConfigError",
+    "Optimizer",
+    "Schedule",
+    "TrainConfig",
+]
 
 Optimizer = Literal["momentum", "adam", "sgd"]
 Schedule = Literal["cosine", "step", "constant"]
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
 
+# The ranges a config may take; the service's request schema shows the same bounds.
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 65536
+MAX_LEARNING_RATE = 100.0  # learning_rate is in (0, MAX_LEARNING_RATE]
+MAX_L2 = 100.0  # l2 is in [0, MAX_L2]
+MAX_SEED = 2**63 - 1  # seeds are stored in the artifact, whose JSON keeps ints within 64 bits
+MAX_CLASSES = 100  # names or indices in positive, and in negative
 
 
 class ConfigError(TrainerError):
@@ -48,32 +68,35 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"{name} {why}, got {getattr(self, name)!r}")
 
-        if self.model not in ("softmax", "binary"):
-            raise bad("model", "must be 'softmax' or 'binary'")
+        if self.model not in KINDS:
+            raise bad("model", f"must be {_one_of(KINDS)}")
         for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
                 raise bad(name, f"must be a whole number from 1 to {hi}")
-        if not _finite(self.learning_rate) or not 0 < self.learning_rate <= 100:
-            raise bad("learning_rate", "must be a number in (0, 100]")
-        if not _finite(self.l2) or not 0 <= self.l2 <= 100:
-            raise bad("l2", "must be a number in [0, 100]")
+        if not _finite(self.learning_rate) or not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise bad("learning_rate", f"must be a number in (0, {MAX_LEARNING_RATE:g}]")
+        if not _finite(self.l2) or not 0 <= self.l2 <= MAX_L2:
+            raise bad("l2", f"must be a number in [0, {MAX_L2:g}]")
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
             raise bad("momentum", "must be a number in [0, 1)")
         if not _finite(self.contrast) or not 0 <= self.contrast < 1:
             raise bad("contrast", "must be a number in [0, 1)")
         if not _finite(self.validation_fraction) or not 0 <= self.validation_fraction < 0.5:
             raise bad("validation_fraction", "must be a number in [0, 0.5)")
-        if self.optimizer not in ("momentum", "adam", "sgd"):
-            raise bad("optimizer", "must be 'momentum', 'adam' or 'sgd'")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise bad("schedule", "must be 'cosine', 'step' or 'constant'")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", "must be a whole number >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be {_one_of(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"must be {_one_of(SCHEDULES)}")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise bad("seed", f"must be a whole number from 0 to {MAX_SEED}")
         for name in ("positive", "negative"):
             classes = getattr(self, name)
             if not isinstance(classes, tuple) or not all(isinstance(c, str) for c in classes):
                 raise bad(name, "must be a tuple of class names or indices (as strings)")
+            if len(classes) > MAX_CLASSES:
+                raise bad(name, f"must name at most {MAX_CLASSES} classes")
         if self.model == "binary" and not self.positive:
             raise bad("positive", "must name at least one class for a binary model")
 
@@ -116,6 +139,12 @@ class TrainConfig:
         if self.model == "softmax":
             del out["positive"], out["negative"]
         return out
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [repr(choice) for choice in choices]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _finite(value: object) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from trainer.artifacts import Artifact
 from trainer.config import ConfigError
 from trainer.data import Dataset
-from trainer.linear import Kind, logits, pixels_to_features
+from trainer.linear import logits, pixels_to_features
 from trainer.metrics import evaluate
 from trainer.tasks import Task, resolve_classes
 
@@ -17,16 +17,14 @@ def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:
 
     Raises ``ConfigError`` when the dataset's classes are not the ones the artifact was trained on.
     """
+    expected = artifact.dataset_class_names
     if artifact.kind == "binary":
-        binary = artifact.meta["binary"]
-        expected = tuple(binary["dataset_class_names"])
         task = Task(
             output_names=artifact.class_names,
-            positive=resolve_classes(binary["positive_classes"], dataset.class_names),
-            negative=resolve_classes(binary["negative_classes"], dataset.class_names),
+            positive=resolve_classes(artifact.positive_classes, dataset.class_names),
+            negative=resolve_classes(artifact.negative_classes, dataset.class_names),
         )
     else:
-        expected = artifact.class_names
         task = Task(output_names=artifact.class_names)
     if expected != dataset.class_names:
         raise ConfigError(
@@ -35,5 +33,4 @@ def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:
         )
     images, targets = task.apply(dataset.test_images, dataset.test_labels)
     scores = logits(artifact.weights, artifact.bias, pixels_to_features(images))
-    kind: Kind = "binary" if artifact.kind == "binary" else "softmax"
-    return evaluate(kind, scores, targets)
+    return evaluate(artifact.kind, scores, targets)

@@ -8,12 +8,12 @@ of the positive class) and targets ``y`` in {0, 1}. Losses are means over the N 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from trainer.contract import PIXEL_SCALE
+from trainer.contract import PIXEL_SCALE, Kind
 
 __all__ = [
     "PIXEL_SCALE",
@@ -33,7 +33,6 @@ __all__ = [
     "softmax",
 ]
 
-Kind = Literal["softmax", "binary"]
 Floats = NDArray[np.floating]
 Labels = NDArray[np.integer]
 

@@ -3,12 +3,21 @@ for binary ones."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 from numpy.typing import NDArray
 
 from trainer.linear import Kind, accuracy, data_loss, predict_labels
 
-__all__ = ["binary_metrics", "evaluate", "roc_auc"]
+__all__ = ["BINARY_METRICS", "SPLITS", "Split", "binary_metrics", "evaluate", "roc_auc"]
+
+# Where figures are measured: the rows fitted on, the rows held out to choose the epoch, and the
+# rows only ever reported on.
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+# What binary models report beside loss and accuracy (binary_metrics).
+BINARY_METRICS = ("roc_auc", "precision", "recall", "f1")
 
 
 def roc_auc(y: NDArray[np.integer], score: NDArray[np.floating]) -> float:
@@ -41,7 +50,8 @@ def binary_metrics(y: NDArray[np.integer], Z: NDArray[np.floating]) -> dict[str,
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"roc_auc": roc_auc(y, Z[:, 0]), "precision": precision, "recall": recall, "f1": f1}
+    values = (roc_auc(y, Z[:, 0]), precision, recall, f1)
+    return dict(zip(BINARY_METRICS, values, strict=True))
 
 
 def evaluate(kind: Kind, Z: NDArray[np.floating], y: NDArray[np.integer]) -> dict[str, float]:

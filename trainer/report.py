@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.fit import EpochRecord
+from trainer.metrics import SPLITS
 
 __all__ = [
     "EPOCH_HEADER",
@@ -111,7 +112,7 @@ def plot_history(history: Sequence[EpochRecord], path: Path, title: str) -> None
     for phase, style in (("select", "-"), ("refit", "--")):
         records = [r for r in history if r.phase == phase]
         epochs = [r.epoch for r in records]
-        for split in ("train", "validation", "test"):
+        for split in SPLITS:
             for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
                 values = [getattr(r, f"{split}_{metric}") for r in records]
                 if records and None not in values:

@@ -20,6 +20,7 @@ from tests.service.reference import check_predictions
 from tests.service.server import SHIPPED, Server, run_server, wait_for
 from trainer import artifacts
 from trainer.artifacts import Artifact
+from trainer.timestamps import utc_now_iso
 
 Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
 TOKEN = "secret"
@@ -51,7 +52,7 @@ def variant(base: Artifact, boosted: int) -> Artifact:
     """A new version of ``base`` that predicts class ``boosted`` for every image."""
     meta = base.meta
     meta["version"] = artifacts.new_version()
-    meta["created_at"] = artifacts.utc_now_iso()
+    meta["created_at"] = utc_now_iso()
     bias = np.array(base.bias)
     bias[boosted] += 100.0
     return Artifact(base.weights, bias, meta)

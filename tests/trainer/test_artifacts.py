@@ -31,7 +31,6 @@ from trainer.artifacts import (
     make_artifact,
     new_version,
     save,
-    utc_now_iso,
     validate,
 )
 
@@ -299,7 +298,7 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
     (
         "meta JSON list",
         lambda p: _tampered(p, meta=np.array("[1, 2]")),
-        "meta must be a JSON object, got array",
+        "meta must be a JSON object, got an array of 2",
     ),
     ("meta bytes", lambda p: _tampered(p, meta=np.array(b"{}")), "meta must be a 0-d unicode"),
     ("meta 1-d", lambda p: _tampered(p, meta=np.array(["{}"])), "meta must be a 0-d unicode"),
@@ -392,7 +391,7 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
     (
         "dataset not an object",
         lambda p: _tampered(p, changes={"dataset": ["fashion"]}),
-        "dataset must be a JSON object, got array",
+        "dataset must be a JSON object, got an array of 1",
     ),
     (
         "history of numbers",
@@ -417,7 +416,7 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
     (
         "metrics split a list",
         lambda p: _tampered(p, changes={"metrics": {"test": []}}),
-        "metrics['test'] must be a JSON object of metric name -> number or null, got array",
+        "metrics['test'] must be a JSON object of metric name -> number or null, got an array of 0",
     ),
     (
         "metric a string",
@@ -659,14 +658,6 @@ def test_new_version_keeps_increasing_when_the_clock_steps_back(
     assert all(re.fullmatch(VERSION_PATTERN, v) for v in after)
 
 
-def test_utc_now_iso_is_iso_8601_utc() -> None:
-    now = utc_now_iso()
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", now)
-    parsed = datetime.fromisoformat(now)
-    assert parsed.utcoffset() == timedelta(0)
-    assert abs(datetime.now(UTC) - parsed) < timedelta(minutes=1)
-
-
 def test_artifact_error_survives_pickling() -> None:
     err = ArtifactError("models/x.npz", "missing arrays: bias")
     copy = pickle.loads(pickle.dumps(err))
@@ -784,3 +775,31 @@ def test_validate_raises_only_artifact_error_for_huge_numbers() -> None:
     ):
         with pytest.raises(ArtifactError, match="finite"):
             validate(art.weights, art.bias, meta | changes, where="x")
+
+
+def test_typed_accessors_read_meta_for_each_kind(tmp_path: Path) -> None:
+    softmax = load(save(_softmax(), tmp_path / "softmax.npz"))
+    assert softmax.kind == "softmax"
+    assert softmax.dataset_class_names == tuple(FASHION) == softmax.class_names
+    assert softmax.positive_classes == softmax.negative_classes == ()
+    assert softmax.metrics("train") == {"loss": 0.5, "accuracy": 0.8}
+    assert softmax.metrics("validation") == {}
+    assert softmax.test_accuracy == 0.75
+    assert softmax.history == [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}]
+
+    binary = load(save(_binary(metrics={"train": {"loss": 0.3}}), tmp_path / "binary.npz"))
+    assert binary.kind == "binary"
+    assert binary.class_names == ("not Shirt", "Shirt")
+    assert binary.dataset_class_names == tuple(FASHION)
+    assert binary.positive_classes == ("Shirt",)
+    assert binary.negative_classes == tuple(name for name in FASHION if name != "Shirt")
+    assert binary.test_accuracy is None  # no test figures recorded
+
+
+def test_accessors_hand_out_copies() -> None:
+    artifact = _softmax()
+    artifact.metrics("train")["loss"] = 99.0
+    artifact.history.append({"epoch": 3})
+    artifact.history[0]["loss"] = 0.0
+    assert artifact.metrics("train")["loss"] == 0.5
+    assert artifact.history == [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.5}]

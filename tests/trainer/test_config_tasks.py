@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from trainer.config import MAX_BATCH_SIZE, MAX_EPOCHS, ConfigError, Optimizer, Schedule, TrainConfig
+from trainer.config import (
+    MAX_BATCH_SIZE,
+    MAX_CLASSES,
+    MAX_EPOCHS,
+    MAX_SEED,
+    ConfigError,
+    Optimizer,
+    Schedule,
+    TrainConfig,
+)
 from trainer.data import FASHION_MNIST_CLASSES
 from trainer.errors import TrainerError
 from trainer.optim import Stepper, schedule_factor
@@ -72,6 +81,9 @@ BAD_FIELDS: list[tuple[str, Any]] = [
     ("seed", 1.5),
     ("seed", NAN),
     ("seed", INF),
+    ("seed", MAX_SEED + 1),  # would not fit the artifact's 64-bit JSON integers
+    ("positive", tuple(str(i) for i in range(MAX_CLASSES + 1))),
+    ("negative", tuple(str(i) for i in range(MAX_CLASSES + 1))),
 ]
 
 
@@ -101,6 +113,7 @@ GOOD_EDGES: list[tuple[str, Any]] = [
     ("validation_fraction", 0.49),
     ("seed", 0),
     ("seed", 2**40),
+    ("seed", MAX_SEED),
 ]
 
 
