@@ -1,1 +1,1 @@
-"""softserve's HTTP service (built in the service issue)."""
+"""softserve's HTTP service: serves the trainer's artifacts and trains new versions."""

@@ -20,11 +20,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.edge import EdgeMiddleware
-from service.fastpath import FastPredict
-from service.handlers import add_error_handlers
-from service.jobs import JobRunner
-from service.jobstore import JobStore
-from service.modelstore import ModelStore, StoreError
+from service.error_handlers import add_error_handlers
+from service.fastpath import FastPath
+from service.jobs.record import Job
+from service.jobs.runner import JobRunner
+from service.jobs.sqlite import SQLiteJobStore
+from service.modelstore import FolderModelStore, StoreError
+from service.predicting import Limits, Predictor
 from service.registry import Registry
 from service.routes import health, metrics, models, predict, train
 from service.state import AppState
@@ -101,14 +103,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=telemetry,
     )
     if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
-        framework = FastPredict(
+        framework = FastPath(
             framework,
-            state=lambda: holder.get("state"),
+            FAST_ROUTES,
+            predictor=lambda: holder["state"].predictor if "state" in holder else None,
             max_body_bytes=settings.max_body_bytes,
             telemetry=telemetry,
         )
     app.outer = framework
     return app
+
+
+FAST_ROUTES = predict.FAST_ROUTES  # the routes service.fastpath answers before FastAPI
 
 
 class SoftserveApp(FastAPI):
@@ -129,7 +135,7 @@ class SoftserveApp(FastAPI):
 
 
 def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
-    store = ModelStore(settings.model_dir)
+    store = FolderModelStore(settings.model_dir)
     if settings.seed_dir is not None:
         try:
             seeded = store.seed_from(settings.seed_dir)
@@ -138,25 +144,31 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         else:
             for name in seeded:
                 log.info("model %r seeded from %s", name, settings.seed_dir)
-    for path in store.remove_stale_temp_files():
-        log.warning("removed %s, left by an interrupted save", path)
+    for leftover in store.tidy():
+        log.warning("removed %s, left by an interrupted save", leftover)
+    if (problem := store.problem()) is not None:
+        log.warning("%s", problem)
     registry = Registry(store, settings.required_models)
     registry.refresh()
-    jobs = JobStore(settings.job_store_dir / "jobs.sqlite3")
+    jobs = SQLiteJobStore(settings.job_store_dir / "jobs.sqlite3")
     jobs.prune(settings.jobs_kept)
 
-    def finished(_job: Any) -> None:
-        registry.refresh()  # this worker serves its own job's version at once
+    def finished(job: Job) -> None:
+        if job.promoted and job.version is not None:
+            registry.catch_up(job.model, job.version)  # this worker serves its job's version now
         jobs.prune(settings.jobs_kept)
 
     runner = JobRunner(
         jobs,
-        model_dir=settings.model_dir,
+        models=store,
         data_dir=settings.data_dir,
         concurrency=settings.train_concurrency,
         on_finished=finished,
     )
-    return AppState(settings, store, registry, jobs, runner, telemetry)
+    predictor = Predictor(
+        registry, Limits.from_settings(settings), telemetry, settings.default_model
+    )
+    return AppState(settings, store, registry, predictor, jobs, runner, telemetry)
 
 
 def _notice_shutdown(stopping: asyncio.Event) -> None:
@@ -188,7 +200,7 @@ async def _watch(state: AppState) -> None:
         try:
             await run_in_threadpool(state.registry.refresh)
         except Exception:  # a transient filesystem error must not stop the watching
-            log.exception("refreshing models from %s failed", state.registry.root)
+            log.exception("refreshing models from %s failed", state.models.location)
 
 
 app = create_app()

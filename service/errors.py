@@ -2,11 +2,13 @@
 
 ``{"error": {"code": "...", "message": "...", "details": ...}}``: `code` is stable and
 machine-readable, `message` a sentence naming the problem, `details` optional structure.
+`render_error` turns any of them into status, headers and body, for every layer that answers:
+the FastAPI handlers, the edge and the fast path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,6 +25,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "error_body",
+    "render_error",
 ]
 
 
@@ -44,6 +47,7 @@ class ServiceError(Exception):
         details: Any = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -51,9 +55,33 @@ class ServiceError(Exception):
         self.headers = headers or {}
         if code is not None:
             self.code = code
+        if status is not None:  # for errors the framework raised with a status of its own
+            self.status = status
 
     def body(self) -> bytes:
         return error_body(self.code, self.message, self.details)
+
+
+class Rendered(NamedTuple):
+    """An error as it leaves: ASGI status, raw headers (content-type first) and body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+_JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
+
+
+def render_error(error: ServiceError) -> Rendered:
+    """The one response for an error. A 413 also closes the connection: the rest of a body
+    over the limit is never read."""
+    headers = [_JSON, *((k.lower().encode("latin-1"), v.encode("latin-1"))
+                        for k, v in error.headers.items())]  # fmt: skip
+    if error.status == 413:
+        headers.append(_CLOSE)
+    return Rendered(error.status, headers, error.body())
 
 
 class BadRequest(ServiceError):

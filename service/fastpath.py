@@ -1,10 +1,12 @@
-"""POST /predict without the framework: a plain ASGI layer in front of FastAPI.
+"""Routes answered without the framework: a plain ASGI layer in front of FastAPI.
 
 FastAPI's routing and dependency solving cost ~250 us a request here, more than parsing and
-scoring an image; this layer answers the prediction routes itself, through the same functions
-the FastAPI routes use (service.predicting), and hands everything else on, including multipart
-uploads (which need Starlette's form parser) and requests before startup. It sits outside
-service.edge and does that layer's two jobs itself (the body-size limit and the request metrics),
+scoring an image. Each `FastRoute` is the twin of a documented FastAPI route: same method, same
+path template compiled by the same Starlette function, and a handler that parses the request,
+calls the prediction pipeline and renders its answer, as the route does. A handler may decline a
+request before reading its body (multipart uploads need Starlette's form parser); it then goes to
+FastAPI, as does everything else and every request before startup. This layer sits outside
+`service.edge` and applies its rules with its functions (body limit, metrics, error rendering),
 as a wrapper around every send and receive costs more here than the checks do.
 """
 
@@ -13,138 +15,138 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import predicting
-from service.edge import too_large
-from service.errors import PayloadTooLarge, ServiceError, error_body
-from service.predicting import wants_raw
-from service.state import AppState
+from service.edge import content_length, read_body, send_error, too_large
+from service.errors import ServiceError
+from service.predicting import Predictor
 from service.telemetry import Telemetry
 
-__all__ = ["FastPredict"]
+__all__ = ["FastPath", "FastRequest", "FastRoute", "Reply"]
 
-log = logging.getLogger("softserve.predict")
-
-_NAMED = re.compile(r"^/models/([^/]+)/predict$")
-_JSON = [(b"content-type", b"application/json")]
+log = logging.getLogger("softserve.fastpath")
 
 
-class FastPredict:
+class Reply(NamedTuple):
+    """A 200 answer: raw ASGI headers (content-type first) and the body."""
+
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class FastRequest:
+    """What a handler gets: the path's parameters, the headers it needs, and the body on
+    demand (read within the body limit)."""
+
+    __slots__ = ("_limit", "_receive", "accept", "content_type", "params", "query")
+
+    def __init__(
+        self,
+        params: dict[str, str],
+        query: bytes,
+        content_type: str | None,
+        accept: str | None,
+        receive: Receive,
+        limit: int,
+    ) -> None:
+        self.params, self.query = params, query
+        self.content_type, self.accept = content_type, accept
+        self._receive, self._limit = receive, limit
+
+    async def body(self) -> bytes:
+        return await read_body(self._receive, self._limit)
+
+
+Handler = Callable[[Predictor, FastRequest], Awaitable[Reply | None]]
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """A handler for ``method`` on ``path`` (a route template such as ``/models/{name}/predict``,
+    also the label its requests are counted under)."""
+
+    method: str
+    path: str
+    handler: Handler
+
+    def pattern(self) -> re.Pattern[str]:
+        return compile_path(self.path)[0]  # what Starlette's router matches the path with
+
+
+class FastPath:
     def __init__(
         self,
         app: ASGIApp,
+        routes: Sequence[FastRoute],
         *,
-        state: Callable[[], AppState | None],
+        predictor: Callable[[], Predictor | None],
         max_body_bytes: int,
         telemetry: Telemetry,
     ) -> None:
         self.app = app
-        self.state = state
+        self.routes = [(route, route.pattern()) for route in routes]
+        self.methods = frozenset(route.method for route in routes)
+        self.predictor = predictor
         self.max_body_bytes = max_body_bytes
         self.telemetry = telemetry
 
+    def match(self, method: str, path: str) -> tuple[FastRoute, dict[str, str]] | None:
+        """The route answering ``method path`` here, with the path's parameters, or None."""
+        if method in self.methods:
+            for route, pattern in self.routes:
+                found = pattern.match(path)
+                if found is not None and route.method == method:
+                    return route, found.groupdict()
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        name: str | None = None
-        if path != "/predict":
-            match = _NAMED.match(path)
-            if match is None:
-                await self.app(scope, receive, send)
-                return
-            name = match.group(1)
-        state = self.state()
-        content_type, accept, declared = _headers(scope)
-        if state is None or (content_type or "").lower().startswith(predicting.MULTIPART):
+        matched = self.match(scope["method"], scope["path"])
+        predictor = self.predictor()
+        if matched is None or predictor is None:
             await self.app(scope, receive, send)
             return
+        route, params = matched
+        content_type = accept = None
+        declared: int | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"accept":
+                accept = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = content_length(value)
+        request = FastRequest(
+            params, scope["query_string"], content_type, accept, receive, self.max_body_bytes
+        )
         start = time.perf_counter()
         status = 500
         try:
-            status = await self._answer(
-                scope, receive, send, state, name, content_type, accept, declared
-            )
-        finally:
-            route = "/predict" if name is None else "/models/{name}/predict"
-            self.telemetry.observe(route, "POST", status, time.perf_counter() - start)
-
-    async def _answer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        state: AppState,
-        name: str | None,
-        content_type: str | None,
-        accept: str | None,
-        declared: int | None,
-    ) -> int:
-        """Reply, and return the status sent."""
-        try:
             if declared is not None and declared > self.max_body_bytes:
                 raise too_large(declared, self.max_body_bytes)
-            query = predicting.parse_query(
-                scope["query_string"].decode("latin-1"), named=name is not None
-            )
-            served = predicting.served_model(state, name, query)
-            media = predicting.media_type(content_type)
-            body = await _body(receive, self.max_body_bytes)
-            pixels = await predicting.read_pixels(media, body, state)
-            reply = predicting.classify(state, served, pixels, query.top_k, raw=wants_raw(accept))
+            reply = await route.handler(predictor, request)
+            if reply is None:  # declined, before reading the body
+                status = 0
+                await self.app(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
+            await send({"type": "http.response.body", "body": reply.body})
+            status = 200
         except ServiceError as e:
-            headers = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
-            if isinstance(e, PayloadTooLarge):  # the rest of the body stays unread
-                headers.append((b"connection", b"close"))
-            await _reply(send, e.status, e.body(), headers)
-            return e.status
+            status = e.status
+            await send_error(send, e)
         except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            message = "internal error; the server log has details"
-            await _reply(send, 500, error_body("internal_error", message), _JSON)
-            return 500
-        headers = [(k.encode(), v.encode("latin-1")) for k, v in reply.headers]
-        await _reply(send, 200, reply.body, headers)
-        return 200
-
-
-def _headers(scope: Scope) -> tuple[str | None, str | None, int | None]:
-    """Content-Type, Accept and Content-Length (None if absent or not a number), in one pass."""
-    content_type = accept = None
-    declared: int | None = None
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            content_type = value.decode("latin-1")
-        elif key == b"accept":
-            accept = value.decode("latin-1")
-        elif key == b"content-length":
-            declared = int(value) if value.isdigit() else None
-    return content_type, accept, declared
-
-
-async def _body(receive: Receive, limit: int) -> bytes:
-    """The whole body, refused with 413 once it streams past ``limit``."""
-    message: Message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:  # a chunked body that arrived whole before it was read
-            raise too_large(None, limit)
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
-            raise too_large(None, limit)
-    return b"".join(chunks)
-
-
-async def _reply(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await send_error(send, ServiceError("internal error; the server log has details"))
+        finally:
+            if status:  # a declined request is counted by the edge instead
+                self.telemetry.observe(
+                    route.path, scope["method"], status, time.perf_counter() - start
+                )

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge
 from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_MAX
+from trainer.jsontypes import json_type
 
 __all__ = ["MAX_PROBLEMS", "Pixels", "from_image", "from_json", "from_raw"]
 
@@ -37,7 +38,7 @@ def from_json(body: bytes, *, max_batch: int) -> tuple[Pixels, bool]:
     doc = _parse(body)
     if not isinstance(doc, dict):
         raise InvalidInput(
-            f"expected a JSON object with 'pixels' or 'images', got {_json_type(doc)}"
+            f"expected a JSON object with 'pixels' or 'images', got {json_type(doc)}"
         )
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
@@ -51,7 +52,7 @@ def from_json(body: bytes, *, max_batch: int) -> tuple[Pixels, bool]:
     batch = "images" in doc
     images = doc["images"] if batch else [doc["pixels"]]
     if not isinstance(images, list):
-        raise InvalidInput(f"'images' must be a list of images, got {_json_type(images)}")
+        raise InvalidInput(f"'images' must be an array of images, got {json_type(images)}")
     if not images:
         raise InvalidInput("'images' is empty: send at least one image")
     check_batch_size(len(images), max_batch)
@@ -198,7 +199,7 @@ def _diagnose(images: list[Any], batch: bool) -> InvalidInput | None:
 
 def _image_problems(image: Any) -> list[tuple[int | None, str]]:
     if not isinstance(image, list):
-        return [(None, f"expected a list of {N_FEATURES} pixels, got {_json_type(image)}")]
+        return [(None, f"expected an array of {N_FEATURES} pixels, got {json_type(image)}")]
     values: list[Any] = image
     if image and all(isinstance(row, list) for row in image):
         if len(image) != _ROWS or any(len(row) != _COLS for row in image):
@@ -222,24 +223,10 @@ def _image_problems(image: Any) -> list[tuple[int | None, str]]:
 
 def _value_problem(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"expected a number 0..{PIXEL_MAX}, got {_json_type(value)}"
+        return f"expected a number 0..{PIXEL_MAX}, got {json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number 0..{PIXEL_MAX}, got {value}"
     if not 0 <= value <= PIXEL_MAX:
         shown = str(value) if len(str(value)) <= 20 else f"{str(value)[:20]}..."
         return f"value {shown} is outside 0..{PIXEL_MAX}"
     return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value[:20]!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -1,151 +1,182 @@
-"""The prediction itself, shared by the FastAPI routes and the ASGI fast path.
+"""The one prediction pipeline: `Predictor.predict` decides every prediction.
 
-Query, content type and body in; JSON bytes out, or a ServiceError naming the problem.
+Every transport (the FastAPI routes, the fast ASGI path, later the Open Inference Protocol)
+parses its request into a `PredictRequest` and a `Payload`, calls `predict`, and renders the
+`Prediction` it returns in its own format. The pipeline's steps, in order, so that every
+transport reports the same problem first: the model (and version), the options against it, the
+pixels (the payload is read only then), the scores, the telemetry.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
-import orjson
+from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from service import inputs
 from service.errors import InvalidInput, UnsupportedMediaType
-from service.registry import Served
-from service.state import AppState
+from service.registry import Registry, Served
+from service.telemetry import Telemetry
 from trainer import linear
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 __all__ = [
     "ACCEPTED",
     "JSON",
+    "MAX_TOP_K",
     "MULTIPART",
     "RAW",
-    "PredictQuery",
-    "Reply",
-    "classify",
+    "Body",
+    "Limits",
+    "Payload",
+    "PredictRequest",
+    "Prediction",
+    "Predictor",
     "media_type",
-    "parse_query",
-    "read_pixels",
-    "served_model",
-    "wants_raw",
 ]
 
 ACCEPTED = "application/json, application/octet-stream, image/png, image/jpeg, multipart/form-data"
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
 RAW = "application/octet-stream"
+IMAGES = ("image/png", "image/jpeg")
+MAX_TOP_K = 1000
 _INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
-_MAX_TOP_K = 1000
 
 
-class PredictQuery:
-    __slots__ = ("model", "top_k")
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds every payload is read within (SOFTSERVE_MAX_*)."""
 
-    def __init__(self, model: str | None, top_k: int | None) -> None:
-        self.model = model
-        self.top_k = top_k
+    max_body_bytes: int
+    max_batch: int
+    max_image_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_body_bytes, settings.max_batch, settings.max_image_pixels)
 
 
-def parse_query(query: str, *, named: bool) -> PredictQuery:
-    """``?model=NAME&top_k=K`` (``model`` only on /predict; the path names it otherwise)."""
-    if not query:
-        return PredictQuery(None, None)
-    model: str | None = None
-    top_k: int | None = None
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key == "model" and not named:
-            model = value
-        elif key == "top_k":
-            if not (value.isascii() and value.isdigit() and 1 <= int(value) <= _MAX_TOP_K):
-                raise InvalidInput(
-                    f"top_k must be a whole number from 1 to {_MAX_TOP_K}, got {value[:40]!r}",
-                    code="invalid_parameter",
-                )
-            top_k = int(value)
-        else:
-            allowed = "top_k" if named else "model, top_k"
-            raise InvalidInput(
-                f"unknown query parameter {key[:40]!r}: expected {allowed}",
-                code="invalid_parameter",
-            )
-    return PredictQuery(model, top_k)
+class PredictRequest(NamedTuple):
+    """What a caller asks for, besides its pixels."""
+
+    model: str | None = None  # None: the default model (SOFTSERVE_DEFAULT_MODEL)
+    version: str | None = None  # None: the active version; else a kept one
+    top_k: int | None = None  # also rank the k likeliest classes (softmax models)
+    raw: bool = False  # answered as raw float32 probabilities, not JSON
+
+
+class Payload(Protocol):
+    """The pixels of a request, read only when the pipeline asks for them."""
+
+    async def pixels(self, limits: Limits) -> inputs.Pixels: ...
 
 
 def media_type(header: str | None) -> str:
+    """The media type of a Content-Type header, lowercased; 415 when there is none."""
     if not header:
         raise UnsupportedMediaType(f"missing Content-Type: send one of {ACCEPTED}")
     return header.partition(";")[0].strip().lower()
 
 
-async def read_pixels(media: str, body: bytes, state: AppState) -> inputs.Pixels:
-    """Pixels from a non-multipart body of the given media type."""
-    settings = state.settings
-    if media == JSON:
-        if len(body) <= _INLINE_BYTES:
-            return inputs.from_json(body, max_batch=settings.max_batch)[0]
-        return (await run_in_threadpool(inputs.from_json, body, max_batch=settings.max_batch))[0]
-    if media == RAW:
-        return inputs.from_raw(body, max_batch=settings.max_batch)
-    if media in ("image/png", "image/jpeg"):
-        return await run_in_threadpool(
-            inputs.from_image, body, max_pixels=settings.max_image_pixels
+class Body:
+    """A request body of one media type: JSON, raw uint8 pixels, or a PNG or JPEG image. The
+    media type is checked before ``read`` is awaited, so an unsupported body is never read."""
+
+    __slots__ = ("content_type", "read")
+
+    def __init__(self, content_type: str | None, read: Callable[[], Awaitable[bytes]]) -> None:
+        self.content_type = content_type
+        self.read = read
+
+    async def pixels(self, limits: Limits) -> inputs.Pixels:
+        media = media_type(self.content_type)
+        if media == JSON:
+            body = await self.read()
+            if len(body) <= _INLINE_BYTES:
+                return inputs.from_json(body, max_batch=limits.max_batch)[0]
+            parsed = await run_in_threadpool(inputs.from_json, body, max_batch=limits.max_batch)
+            return parsed[0]
+        if media == RAW:
+            return inputs.from_raw(await self.read(), max_batch=limits.max_batch)
+        if media in IMAGES:
+            body = await self.read()
+            return await run_in_threadpool(
+                inputs.from_image, body, max_pixels=limits.max_image_pixels
+            )
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media[:100]!r}: send one of {ACCEPTED}"
         )
-    raise UnsupportedMediaType(f"unsupported Content-Type {media[:100]!r}: send one of {ACCEPTED}")
 
 
-def served_model(state: AppState, path_name: str | None, query: PredictQuery) -> Served:
-    """The model named in the path, else by ``?model=``, else the default one."""
-    name = path_name if path_name is not None else query.model
-    served = state.registry.get(state.settings.default_model if name is None else name)
-    if query.top_k is not None and served.kind != "softmax":
-        raise InvalidInput(
-            f"top_k applies to softmax models; {served.name!r} is {served.kind}",
-            code="invalid_parameter",
-        )
-    return served
+class Prediction(NamedTuple):
+    """What the pipeline decided: which model version answered, and its scores."""
+
+    served: Served
+    labels: NDArray[np.intp]  # (N,)
+    proba: NDArray[np.float32]  # softmax (N, K); binary (N,), of the positive class
+    top_k: int | None
+
+    def ranked(self) -> NDArray[np.intp]:
+        """(N, k) class indices, likeliest first, for ``top_k`` (ties keep label order)."""
+        k = min(self.top_k or self.proba.shape[1], self.proba.shape[1])
+        return np.argsort(-self.proba, axis=1, kind="stable")[:, :k]
 
 
-class Reply(NamedTuple):
-    body: bytes
-    headers: list[tuple[str, str]]  # content-type first
+class Predictor:
+    """The prediction pipeline, on what it uses: the registry, the limits and the telemetry."""
+
+    __slots__ = ("default_model", "limits", "registry", "telemetry")
+
+    def __init__(
+        self, registry: Registry, limits: Limits, telemetry: Telemetry, default_model: str
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.telemetry = telemetry
+        self.default_model = default_model
+
+    async def predict(self, request: PredictRequest, payload: Payload) -> Prediction:
+        """Decide one prediction, or raise the ServiceError that names what is wrong."""
+        served = await self.model(request.model, request.version)
+        if request.top_k is not None:
+            if served.kind != "softmax":
+                raise InvalidInput(
+                    f"top_k applies to softmax models; {served.name!r} is {served.kind}",
+                    code="invalid_parameter",
+                )
+            if request.raw:
+                raise InvalidInput(
+                    "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
+                )
+        pixels = await payload.pixels(self.limits)
+        features = linear.pixels_to_features(pixels)
+        labels, proba = linear.predict(served.kind, served.weights, served.bias, features)
+        self.telemetry.predicted(served.name, len(labels))
+        return Prediction(served, labels, proba, request.top_k)
+
+    async def model(self, name: str | None, version: str | None) -> Served:
+        """The model that answers: by name (else the default), the active version unless one
+        is named; a kept version not in memory yet is loaded off the event loop."""
+        name = self.default_model if name is None else name
+        if version is None:
+            return self.registry.get(name)
+        held = self.registry.in_memory(name, version)
+        if held is not None:
+            return held
+        return await run_in_threadpool(self.registry.load_version, name, version)
 
 
-def wants_raw(accept: str | None) -> bool:
-    """``Accept: application/octet-stream`` asks for probabilities as raw float32."""
-    return accept is not None and RAW in accept.lower()
-
-
-def classify(
-    state: AppState, served: Served, pixels: inputs.Pixels, top_k: int | None, *, raw: bool
-) -> Reply:
-    """Score and render: JSON, or with ``raw`` the (N, K) float32 probabilities as bytes."""
-    if raw and top_k is not None:
-        raise InvalidInput(
-            "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
-        )
-    labels, proba = linear.predict(
-        served.kind, served.weights, served.bias, linear.pixels_to_features(pixels)
-    )
-    state.telemetry.predicted(served.name, len(labels))
-    if not raw:
-        return Reply(_render(served, labels, proba, top_k), [("content-type", JSON)])
-    table = np.ascontiguousarray(proba.reshape(len(labels), -1), dtype="<f4")
-    return Reply(
-        table.tobytes(),
-        [
-            ("content-type", RAW),
-            ("x-softserve-model", served.name),
-            ("x-softserve-version", served.version),
-            ("x-softserve-shape", f"{table.shape[0]},{table.shape[1]}"),
-            ("x-softserve-dtype", "<f4"),
-        ],
-    )
-
-
-def _render(served: Served, labels: Any, proba: Any, top_k: int | None) -> bytes:
+def json_ready(prediction: Prediction) -> dict[str, Any]:
+    """Our own API's answer as JSON-ready values (float32 arrays stay NumPy: orjson writes
+    them as float32, shorter than their float64 reprs)."""
+    served, labels, proba = prediction.served, prediction.labels, prediction.proba
     names = served.class_names
     label_list: list[int] = labels.tolist()
     predictions: list[dict[str, Any]]
@@ -159,15 +190,11 @@ def _render(served: Served, labels: Any, proba: Any, top_k: int | None) -> bytes
             {"label": label, "class_name": names[label], "probabilities": row}
             for label, row in zip(label_list, proba, strict=True)
         ]
-        if top_k is not None:
-            k = min(top_k, proba.shape[1])
-            order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-            for prediction, row, idx in zip(predictions, proba, order.tolist(), strict=True):
+        if prediction.top_k is not None:
+            for entry, row, idx in zip(predictions, proba, prediction.ranked().tolist(),
+                                       strict=True):  # fmt: skip
                 # row[i] stays float32 so it prints exactly as it does in "probabilities".
-                prediction["top_k"] = [
+                entry["top_k"] = [
                     {"label": i, "class_name": names[i], "probability": row[i]} for i in idx
                 ]
-    return orjson.dumps(
-        {"model": served.name, "version": served.version, "predictions": predictions},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    return {"model": served.name, "version": served.version, "predictions": predictions}

@@ -1,10 +1,11 @@
-"""The models being served: loaded from the model folder, re-read when their files change.
+"""The models being served: loaded from the model store, re-read when their active version changes.
 
-Every uvicorn worker holds its own registry and polls the folder (as TF Serving polls its model
+Every uvicorn worker holds its own registry and polls the store (as TF Serving polls its model
 base path), so a version promoted by any worker, or copied in by hand, reaches all of them. A swap
 replaces one dict entry: a prediction that already took the old model finishes with it.
-A file that fails validation is never served; the last good version stays, and the problem is
-reported by /health/ready and /models.
+A version that fails validation is never served; the last good one stays, and the problem is
+reported by /health/ready and /models. Kept versions asked for by name (``?version=``) are loaded
+on demand and held in a small cache: versions never change once written.
 """
 
 from __future__ import annotations
@@ -12,41 +13,39 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import NotFound
-from service.modelstore import ModelStore, StoreError, check_name
-from trainer import artifacts
+from service.errors import InvalidInput, NotFound
+from service.modelstore import ModelStore, StoreError, check_name, check_version
 from trainer.artifacts import Artifact, ArtifactError
-from trainer.linear import Kind
+from trainer.contract import Kind
 from trainer.timestamps import utc_now_iso
 
-__all__ = ["Registry", "Served"]
+__all__ = ["KEPT_CACHE_SIZE", "Registry", "Served"]
 
 log = logging.getLogger("softserve.registry")
 
-_Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): changes whenever os.replace swaps a file
+KEPT_CACHE_SIZE = 8  # kept versions held in memory per worker, besides the active ones
 
 
 @dataclass(frozen=True, eq=False)
 class Served:
-    """One loaded model, with what the prediction path needs ready to hand."""
+    """One loaded model version, with what the prediction path needs ready to hand."""
 
     name: str
     artifact: Artifact
     loaded_at: str
-    stamp: _Stamp
+    stamp: Hashable | None  # the store's active_stamp it was loaded at; None: a kept version
     kind: Kind = field(init=False)
     version: str = field(init=False)
     weights: NDArray[np.float32] = field(init=False)
     bias: NDArray[np.float32] = field(init=False)
     class_names: tuple[str, ...] = field(init=False)
-    summary: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         a = self.artifact
@@ -56,23 +55,25 @@ class Served:
             ("weights", a.weights),
             ("bias", a.bias),
             ("class_names", a.class_names),
-            ("summary", artifacts.describe(a)),
         ):
             object.__setattr__(self, key, value)
 
 
 class Registry:
-    """Loaded models by name, plus the latest problem with each model's file."""
+    """Loaded models by name, plus the latest problem with each model's active version."""
 
     def __init__(self, store: ModelStore, required: tuple[str, ...]) -> None:
         self.store = store
         self.required = required
         self.models: dict[str, Served] = {}
         self.problems: dict[str, str] = {}
-        self._bad: dict[str, _Stamp] = {}  # a rejected file is not re-read until it changes
+        self._bad: dict[str, Hashable] = {}  # a rejected version is not re-read until it changes
+        self._kept: OrderedDict[tuple[str, str], Served] = OrderedDict()
         self._lock = threading.Lock()  # the watcher and a finished job may refresh at once
+        self._kept_lock = threading.Lock()  # held for a dict operation only: never for I/O
 
     def get(self, name: str) -> Served:
+        """The active version of a served model, or NotFound naming the loaded ones."""
         served = self.models.get(name)
         if served is None:
             try:
@@ -88,36 +89,79 @@ class Registry:
             )
         return served
 
+    def in_memory(self, name: str, version: str) -> Served | None:
+        """``version`` of the served model ``name`` if this worker holds it (no I/O): the active
+        one, or a kept one loaded before. NotFound for an unknown model."""
+        served = self.get(name)
+        if served.version == version:
+            return served
+        with self._kept_lock:
+            kept = self._kept.get((name, version))
+            if kept is not None:
+                self._kept.move_to_end((name, version))
+        return kept
+
+    def load_version(self, name: str, version: str) -> Served:
+        """``version`` of the served model ``name``, loaded from the store if need be (blocking
+        I/O: call it off the event loop). 422 for a malformed version, 404 for one not kept."""
+        try:
+            check_version(version)
+        except StoreError as e:
+            raise InvalidInput(str(e), code="invalid_version") from None
+        held = self.in_memory(name, version)
+        if held is not None:
+            return held
+        try:
+            artifact = self.store.load_version(name, version)
+        except StoreError as e:
+            raise NotFound(str(e), code="unknown_version") from None
+        except ArtifactError as e:
+            raise InvalidInput(
+                f"version {version!r} cannot be served: {e.problem}", code="invalid_artifact"
+            ) from None
+        served = Served(name, artifact, utc_now_iso(), None)
+        with self._kept_lock:
+            self._kept[(name, version)] = served
+            while len(self._kept) > KEPT_CACHE_SIZE:
+                self._kept.popitem(last=False)
+        return served
+
     def refresh(self) -> list[str]:
-        """Load what changed on disk (blocking file I/O: call it off the event loop).
+        """Load what changed in the store (blocking I/O: call it off the event loop).
 
         Returns the names whose served version changed.
         """
         with self._lock:
             return self._refresh()
 
+    def catch_up(self, name: str, version: str) -> None:
+        """Serve ``version`` of ``name`` now if this worker still serves another one (blocking):
+        whoever is told a job promoted it can use it at once, not at the next look at the
+        store. Nothing is read when the version is already served."""
+        served = self.models.get(name)
+        if served is None or served.version != version:
+            self.refresh()
+
     def _refresh(self) -> list[str]:
         changed: list[str] = []
         names = set(self.store.names())
         models = dict(self.models)
         for name in sorted(names):
-            path = self.store.active_path(name)
-            try:
-                st = path.stat()
-            except FileNotFoundError:
+            stamp = self.store.active_stamp(name)
+            if stamp is None:
                 continue
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             current = models.get(name)
             if (current is not None and current.stamp == stamp) or self._bad.get(name) == stamp:
                 continue
             try:
-                artifact = artifacts.load(path)
-            except (ArtifactError, OSError) as e:
+                artifact = self.store.load_active(name)
+            except (ArtifactError, StoreError, OSError) as e:
                 self._bad[name] = stamp
                 kept = f"; still serving version {current.version}" if current else ""
-                why = e.problem if isinstance(e, ArtifactError) else (e.strerror or str(e))
-                self.problems[name] = f"{path.name} was rejected: {why}{kept}"  # no server paths
-                log.error("model %s: %s rejected, not served%s: %s", name, path, kept, e)
+                why = e.problem if isinstance(e, ArtifactError) else _reason(e)
+                label = self.store.label(name)
+                self.problems[name] = f"{label} was rejected: {why}{kept}"  # no server paths
+                log.error("model %s: %s rejected, not served%s: %s", name, label, kept, e)
                 continue
             self._bad.pop(name, None)
             self.problems.pop(name, None)
@@ -127,33 +171,29 @@ class Registry:
                     "model %s: serving version %s (pid %d)", name, artifact.version, os.getpid()
                 )
             models[name] = Served(name, artifact, utc_now_iso(), stamp)
-            self._keep(name, artifact)
         for name in set(models) - names:
             del models[name]
             changed.append(name)
-            self.problems[name] = f"{name}.npz was removed from the model folder"
-            log.warning("model %s: file removed, no longer served", name)
+            self.problems[name] = f"{self.store.label(name)} was removed from the model store"
+            log.warning("model %s: its active version was removed, no longer served", name)
         self.models = models  # one assignment: readers see the old dict or the new one
         return changed
-
-    def _keep(self, name: str, artifact: Artifact) -> None:
-        """Keep a copy of every version served among the versions, so that whatever replaces the
-        active file (a promotion, an activation, a bad copy) can be rolled back."""
-        try:
-            if not self.store.version_path(name, artifact.version).exists():
-                self.store.add_version(name, artifact)
-        except (StoreError, ArtifactError, OSError) as e:  # a read-only folder, an odd version id
-            log.warning("model %s: version %s not kept: %s", name, artifact.version, e)
 
     def not_ready(self) -> list[str]:
         """Why the service is not ready (empty when every required model is served)."""
         reasons = []
         for name in self.required:
             if name not in self.models:
-                problem = self.problems.get(name) or f"no {name}.npz in {self.store.root}"
+                problem = self.problems.get(name) or self.store.absent(name)
                 reasons.append(f"model {name!r} is not loaded: {problem}")
         return reasons
 
-    @property
-    def root(self) -> Path:
-        return self.store.root
+    def dataset_class_names(self) -> tuple[str, ...] | None:
+        """The classes of the data the served models were trained on, when they agree; None
+        when no model is served or they were trained on different data."""
+        found = {served.artifact.dataset_class_names for served in self.models.values()}
+        return found.pop() if len(found) == 1 else None
+
+
+def _reason(error: StoreError | OSError) -> str:
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from trainer.metrics import BINARY_METRICS, SPLITS
+
+if TYPE_CHECKING:
+    from service.registry import Served
+
 __all__ = ["Telemetry"]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_SPLITS = ("train", "validation", "test")
-_BINARY = ("roc_auc", "precision", "recall", "f1")
 
 
 class Telemetry:
@@ -26,7 +29,7 @@ class Telemetry:
 
     def __init__(
         self,
-        models: Callable[[], Mapping[str, Any]],
+        models: Callable[[], Mapping[str, Served]],
         job_counts: Callable[[], Mapping[str, int]],
         multiprocess_dir: Path | None = None,
     ) -> None:
@@ -83,7 +86,7 @@ class Telemetry:
 class _StateCollector(Collector):
     def __init__(
         self,
-        models: Callable[[], Mapping[str, Any]],
+        models: Callable[[], Mapping[str, Served]],
         job_counts: Callable[[], Mapping[str, int]],
     ) -> None:
         self._models = models
@@ -106,17 +109,16 @@ class _StateCollector(Collector):
             labels=[*labels, "metric"],
         )
         for name, served in sorted(self._models().items()):
-            metrics = served.summary["metrics"]
-            for split in _SPLITS:
-                values = metrics.get(split) or {}
+            for split in SPLITS:
+                values = served.artifact.metrics(split)
                 key = [name, served.version, split]
-                if isinstance(values.get("loss"), int | float):
-                    loss.add_metric(key, float(values["loss"]))
-                if isinstance(values.get("accuracy"), int | float):
-                    acc.add_metric(key, float(values["accuracy"]))
-                for metric in _BINARY:
-                    if isinstance(values.get(metric), int | float):
-                        binary.add_metric([*key, metric], float(values[metric]))
+                if (value := values.get("loss")) is not None:
+                    loss.add_metric(key, float(value))
+                if (value := values.get("accuracy")) is not None:
+                    acc.add_metric(key, float(value))
+                for metric in BINARY_METRICS:
+                    if (value := values.get(metric)) is not None:
+                        binary.add_metric([*key, metric], float(value))
         jobs = GaugeMetricFamily("softserve_jobs", "Training jobs by state", labels=["state"])
         for state, count in sorted(self._job_counts().items()):
             jobs.add_metric([state], count)

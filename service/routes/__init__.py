@@ -1,1 +1,1 @@
-"""One APIRouter per resource: validate, delegate, respond."""
+"""One APIRouter per resource: parse, delegate, render."""

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from service.errors import ServiceUnavailable
-from service.schemas import ErrorResponse
+from service.openapi import errors
+from service.schemas import Live, Ready
 from service.state import get_state
 
 __all__ = ["router"]
@@ -16,34 +17,16 @@ __all__ = ["router"]
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-@router.get(
-    "/live",
-    summary="The process answers",
-    responses={
-        200: {"content": {"application/json": {"example": {"status": "live", "pid": 1234}}}}
-    },
-)
-async def live() -> dict[str, str | int]:
-    return {"status": "live", "pid": os.getpid()}  # which worker answered, behind one port
+@router.get("/live", summary="The process answers", response_model=Live)
+async def live() -> dict[str, Any]:
+    return {"status": "live", "pid": os.getpid()}
 
 
 @router.get(
     "/ready",
     summary="200 only when every required model is loaded and valid",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "status": "ready",
-                        "models": {"softmax": "20261122T045742Z-1f3a1006"},
-                        "problems": {},
-                    }
-                }
-            }
-        },
-        503: {"model": ErrorResponse, "description": "Not ready; the message says why"},
-    },
+    response_model=Ready,
+    responses=errors({503: "Not ready; the message says why"}),
 )
 async def ready(request: Request) -> dict[str, Any]:
     state = get_state(request)

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import TOKEN, TokenFirstRoute
 from service.errors import InvalidInput, NotFound
-from service.modelstore import StoreError, check_version, test_accuracy
+from service.modelstore import ModelStore, StoreError, check_version
+from service.openapi import errors, link
 from service.registry import Served
-from service.schemas import ActivateRequest, ErrorResponse, link
-from service.state import TokenFirstRoute, get_state, require_token
+from service.schemas import ActivateRequest, ModelDetail, ModelList, ModelSummary, Versions
+from service.state import get_state
+from trainer import artifacts
 from trainer.artifacts import ArtifactError
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
 # 422 is listed so the docs show the error shape the app sends, not FastAPI's default one.
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "Unknown model"},
-    422: {"model": ErrorResponse, "description": "Invalid request"},
-}
+_ERRORS = errors({404: "Unknown model", 422: "Invalid request"})
 _NAME = "$response.body#/name"
 _MODEL_LINKS = {  # from a model to its kept versions and its predictions
     "GetVersions": link("/models/{name}/versions", "get", name=_NAME),
@@ -35,23 +35,11 @@ def _activate(version: str) -> dict[str, Any]:
     )
 
 
-_SUMMARY_EXAMPLE = {
-    "name": "softmax",
-    "kind": "softmax",
-    "version": "20261122T045742Z-1f3a1006",
-    "class_names": ["T-shirt/top", "Trouser", "..."],
-    "n_outputs": 10,
-    "created_at": "2026-11-22T04:57:42Z",
-    "loaded_at": "2026-11-22T05:00:00Z",
-    "metrics": {"test": {"loss": 0.452, "accuracy": 0.848}},
-    "problem": None,
-}
-
-
 def summary(served: Served, problem: str | None) -> dict[str, Any]:
+    """A `ModelSummary`: what a listing shows of a served model."""
     return {
         "name": served.name,
-        **served.summary,
+        **artifacts.describe(served.artifact),
         "loaded_at": served.loaded_at,
         "problem": problem,
     }
@@ -60,9 +48,9 @@ def summary(served: Served, problem: str | None) -> dict[str, Any]:
 @router.get(
     "",
     summary="Every served model",
+    response_model=ModelList,
     responses={
         200: {
-            "content": {"application/json": {"example": {"models": [_SUMMARY_EXAMPLE]}}},
             "links": {
                 "GetModel": link("/models/{name}", "get", name="$response.body#/models/0/name")
             },
@@ -79,13 +67,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get(
     "/{name}",
     summary="All metadata of the active version",
-    responses={
-        **_ERRORS,
-        200: {
-            "content": {"application/json": {"example": _SUMMARY_EXAMPLE}},
-            "links": _MODEL_LINKS,
-        },
-    },
+    response_model=ModelDetail,
+    responses={**_ERRORS, 200: {"links": _MODEL_LINKS}},
 )
 async def get_model(request: Request, name: str) -> dict[str, Any]:
     registry = get_state(request).registry
@@ -101,26 +84,10 @@ async def get_model(request: Request, name: str) -> dict[str, Any]:
 @router.get(
     "/{name}/versions",
     summary="Every kept version, newest first",
+    response_model=Versions,
     responses={
         **_ERRORS,
         200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "model": "softmax",
-                        "active": "v2",
-                        "versions": [
-                            {
-                                "version": "v2",
-                                "created_at": "2026-11-22T04:57:42Z",
-                                "active": True,
-                                "test_accuracy": 0.848,
-                                "problem": None,
-                            }
-                        ],
-                    }
-                }
-            },
             "links": {
                 "ActivateNewest": _activate("$response.body#/versions/0/version"),
                 "Reactivate": _activate("$response.body#/active"),
@@ -131,12 +98,12 @@ async def get_model(request: Request, name: str) -> dict[str, Any]:
 async def list_versions(request: Request, name: str) -> dict[str, Any]:
     state = get_state(request)
     served = state.registry.get(name)
-    return await run_in_threadpool(_versions, state.store, name, served)
+    return await run_in_threadpool(_versions, state.models, name, served)
 
 
-def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
+def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
-    for version in store.archived_versions(name):
+    for version in store.versions(name):
         try:
             artifact = store.load_version(name, version)
         except (ArtifactError, StoreError, OSError) as e:
@@ -150,14 +117,14 @@ def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
         rows[version] = {
             "version": version,
             "created_at": artifact.created_at,
-            "test_accuracy": test_accuracy(artifact),
+            "test_accuracy": artifact.test_accuracy,
             "problem": None,
         }
-    if served.version not in rows:  # active but not archived yet (e.g. the shipped model)
+    if served.version not in rows:  # active but not kept (yet): e.g. a read-only folder
         rows[served.version] = {
             "version": served.version,
             "created_at": served.artifact.created_at,
-            "test_accuracy": test_accuracy(served.artifact),
+            "test_accuracy": served.artifact.test_accuracy,
             "problem": None,
         }
     versions = sorted(rows.values(), key=lambda r: r["version"], reverse=True)
@@ -169,34 +136,36 @@ def _versions(store: Any, name: str, served: Served) -> dict[str, Any]:
 @router.post(
     "/{name}/activate",
     summary="Serve a kept version (roll back or forward); needs the token",
-    dependencies=[Depends(require_token)],
+    dependencies=TOKEN,
+    response_model=ModelSummary,
     responses={
         **_ERRORS,
-        400: {"model": ErrorResponse, "description": "Malformed JSON body"},
-        415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
-        401: {"model": ErrorResponse},
-        403: {"model": ErrorResponse},
-        200: {
-            "content": {"application/json": {"example": _SUMMARY_EXAMPLE}},
-            "links": _MODEL_LINKS,
-        },
+        **errors(
+            {
+                400: "Malformed JSON body",
+                401: "Token missing",
+                403: "Token wrong",
+                415: "Body not sent as application/json",
+            }
+        ),
+        200: {"links": _MODEL_LINKS},
     },
 )
 async def activate(request: Request, name: str, body: ActivateRequest) -> dict[str, Any]:
     state = get_state(request)
     state.registry.get(name)
     try:
-        check_version(body.version)  # the schema's pattern lets '..' through; the store does not
+        check_version(body.version)
     except StoreError as e:
         raise InvalidInput(str(e), code="invalid_version") from None
     try:
-        await run_in_threadpool(state.store.activate, name, body.version)
+        await run_in_threadpool(state.models.activate, name, body.version)
     except StoreError as e:
         raise NotFound(str(e), code="unknown_version") from e
     except ArtifactError as e:
         raise InvalidInput(
-            f"version {body.version!r} cannot be served: {e}", code="invalid_artifact"
+            f"version {body.version!r} cannot be served: {e.problem}", code="invalid_artifact"
         ) from e
-    await run_in_threadpool(state.registry.refresh)
+    await run_in_threadpool(state.registry.catch_up, name, body.version)
     served = state.registry.get(name)
     return summary(served, state.registry.problems.get(name))

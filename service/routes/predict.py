@@ -1,151 +1,175 @@
-"""POST /predict and /models/{name}/predict, as FastAPI routes: the documented interface.
+"""POST /predict and /models/{name}/predict: our own prediction API, on both transports.
 
-service.fastpath answers most of these requests before FastAPI routes them; what reaches these
-routes (multipart uploads) runs through the same service.predicting functions.
+The FastAPI routes are the documented interface; `FAST_ROUTES` are their twins on the fast path
+(`service.fastpath`), which answers every request but multipart uploads before FastAPI routes it.
+Both parse with `parse_request`, call the one pipeline (`service.predicting`) and answer with
+`reply`, so the two cannot differ.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from service import inputs, predicting
+from service import inputs
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge
-from service.schemas import ErrorResponse, PredictResponse, predict_openapi
-from service.state import AppState, get_state
+from service.fastpath import FastRequest, FastRoute, Reply
+from service.modelstore import StoreError, check_version
+from service.openapi import predict_docs
+from service.predicting import (
+    MAX_TOP_K,
+    MULTIPART,
+    RAW,
+    Body,
+    Limits,
+    Prediction,
+    Predictor,
+    PredictRequest,
+    json_ready,
+)
+from service.state import get_state
 
-__all__ = ["router"]
+__all__ = ["FAST_ROUTES", "parse_request", "reply", "router"]
 
 router = APIRouter(tags=["predict"])
 
-_EXAMPLE: dict[str, Any] = {
-    "model": "softmax",
-    "version": "20261122T045742Z-1f3a1006",
-    "predictions": [
-        {
-            "label": 9,
-            "class_name": "Ankle boot",
-            "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.03, 0.0, 0.96],
-            "top_k": [{"label": 9, "class_name": "Ankle boot", "probability": 0.96}],
-        }
-    ],
-}
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {
-            "application/json": {"example": _EXAMPLE},
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "with Accept: application/octet-stream: the probabilities as "
-                "little-endian float32, N x K row-major (binary models: K = 1, the positive "
-                "class); headers X-Softserve-Model, -Version, -Shape ('N,K') and -Dtype",
-            },
-        }
-    },
-    **{
-        status: {"model": ErrorResponse, "description": what}
-        for status, what in (
-            (400, "Malformed JSON or multipart body"),
-            (404, "Unknown model"),
-            (413, "Body, batch or image over its limit"),
-            (415, "Unsupported or missing Content-Type"),
-            (422, "Pixels of the wrong count, shape, type or range (the message names the image)"),
-        )
-    },
-}
-_DESCRIPTION = (
-    "Classify 28x28 grayscale images (pixel intensities 0..255, a light item on a dark "
-    'background as in Fashion-MNIST). Send JSON `{"pixels": [...784]}` (or 28 rows of 28) or '
-    '`{"images": [[...], ...]}`, raw uint8 bytes (N x 784) as application/octet-stream, '
-    "a PNG or JPEG (converted to grayscale, resized to 28x28 if needed), or multipart uploads "
-    "of PNG/JPEG files. With `Accept: application/octet-stream` the answer is the "
-    "probabilities alone as raw float32 (N x K), for bulk clients: label = argmax (softmax) or "
-    "probability > 0.5 (binary)."
-)
-_TOP_K = {
-    "name": "top_k", "in": "query", "required": False,
-    "description": "also list the k likeliest classes (softmax models)",
-    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-}  # fmt: skip
-_MODEL = {
-    "name": "model", "in": "query", "required": False,
-    "description": "model name (default: softmax, or SOFTSERVE_DEFAULT_MODEL)",
-    "schema": {"type": "string", "maxLength": 64},
-}  # fmt: skip
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def _doc(parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    extra = predict_openapi()
-    extra["parameters"] = parameters
-    return {
-        "response_model": PredictResponse,
-        "responses": _RESPONSES,
-        "openapi_extra": extra,
-        "description": _DESCRIPTION,
-    }
+def parse_request(query: bytes | str, accept: str | None, *, named: str | None) -> PredictRequest:
+    """``?model=NAME`` (on /predict only: ``named`` is the model the path names),
+    ``?version=V`` and ``?top_k=K``; ``Accept: application/octet-stream`` asks for raw float32."""
+    raw = accept is not None and RAW in accept.lower()
+    if not query:
+        return PredictRequest(named, None, None, raw)
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    model, version, top_k = named, None, None
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key == "model" and named is None:
+            model = value
+        elif key == "version":
+            try:
+                version = check_version(value)
+            except StoreError as e:
+                raise InvalidInput(str(e), code="invalid_version") from None
+        elif key == "top_k":
+            if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_TOP_K):
+                raise InvalidInput(
+                    f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value[:40]!r}",
+                    code="invalid_parameter",
+                )
+            top_k = int(value)
+        else:
+            allowed = "version, top_k" if named is not None else "model, version, top_k"
+            raise InvalidInput(
+                f"unknown query parameter {key[:40]!r}: expected {allowed}",
+                code="invalid_parameter",
+            )
+    return PredictRequest(model, version, top_k, raw)
 
 
-@router.post("/predict", summary="Classify images (?model= chooses)", **_doc([_MODEL, _TOP_K]))
+def reply(prediction: Prediction, raw: bool) -> Reply:
+    """JSON, or with ``raw`` the (N, K) float32 probabilities as bytes, with their shape in the
+    headers (binary models: K = 1, the positive class)."""
+    if not raw:
+        body = orjson.dumps(json_ready(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
+        return Reply(_JSON_HEADERS, body)
+    served = prediction.served
+    table = np.ascontiguousarray(prediction.proba.reshape(len(prediction.labels), -1), "<f4")
+    headers = [
+        (b"content-type", RAW.encode()),
+        (b"x-softserve-model", served.name.encode()),
+        (b"x-softserve-version", served.version.encode()),
+        (b"x-softserve-shape", f"{table.shape[0]},{table.shape[1]}".encode()),
+        (b"x-softserve-dtype", b"<f4"),
+    ]
+    return Reply(headers, table.tobytes())
+
+
+async def _fast(predictor: Predictor, request: FastRequest) -> Reply | None:
+    if request.content_type is not None and request.content_type.lower().startswith(MULTIPART):
+        return None  # Starlette's form parser, through the FastAPI route
+    parsed = parse_request(request.query, request.accept, named=request.params.get("name"))
+    prediction = await predictor.predict(parsed, Body(request.content_type, request.body))
+    return reply(prediction, parsed.raw)
+
+
+@router.post("/predict", summary="Classify images (?model= chooses)", **predict_docs(named=False))
 async def predict(request: Request) -> Response:
     return await _predict(request, None)
 
 
 @router.post(
-    "/models/{name}/predict", summary="Classify images with the named model", **_doc([_TOP_K])
+    "/models/{name}/predict",
+    summary="Classify images with the named model",
+    **predict_docs(named=True),
 )
 async def predict_named(request: Request, name: str) -> Response:
     return await _predict(request, name)
 
 
+FAST_ROUTES = (
+    FastRoute("POST", "/predict", _fast),
+    FastRoute("POST", "/models/{name}/predict", _fast),
+)
+
+
 async def _predict(request: Request, name: str | None) -> Response:
-    state = get_state(request)
-    query = predicting.parse_query(request.url.query, named=name is not None)
-    served = predicting.served_model(state, name, query)
-    media = predicting.media_type(request.headers.get("content-type"))
-    if media == predicting.MULTIPART:
-        pixels = await _read_multipart(request, state)
+    predictor = get_state(request).predictor
+    parsed = parse_request(request.url.query, request.headers.get("accept"), named=name)
+    content_type = request.headers.get("content-type")
+    payload: Body | _Multipart
+    if content_type is not None and content_type.lower().startswith(MULTIPART):
+        payload = _Multipart(request)
     else:
-        pixels = await predicting.read_pixels(media, await request.body(), state)
-    raw = predicting.wants_raw(request.headers.get("accept"))
-    reply = predicting.classify(state, served, pixels, query.top_k, raw=raw)
-    return Response(reply.body, headers=dict(reply.headers))
+        payload = Body(content_type, request.body)
+    answer = reply(await predictor.predict(parsed, payload), parsed.raw)
+    return Response(answer.body, headers={k.decode(): v.decode() for k, v in answer.headers})
 
 
-async def _read_multipart(request: Request, state: AppState) -> inputs.Pixels:
-    settings = state.settings
-    try:
-        form = await request.form(max_files=settings.max_batch, max_fields=settings.max_batch)
-    except (MultiPartException, HTTPException) as e:
-        # Starlette turns the parser's MultiPartException into HTTPException(400) inside an app.
-        message = e.message if isinstance(e, MultiPartException) else str(e.detail)
-        if message.startswith("Too many files"):
-            raise PayloadTooLarge(
-                f"more than {settings.max_batch} files: the batch limit is {settings.max_batch} "
-                "images (SOFTSERVE_MAX_BATCH)",
-                code="batch_too_large",
-                details={"limit": settings.max_batch},
+class _Multipart:
+    """Multipart uploads of PNG or JPEG files, one image each (the payload of a form)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    async def pixels(self, limits: Limits) -> inputs.Pixels:
+        try:
+            form = await self.request.form(max_files=limits.max_batch, max_fields=limits.max_batch)
+        except (MultiPartException, HTTPException) as e:
+            # Starlette turns the parser's MultiPartException into HTTPException(400) in an app.
+            message = e.message if isinstance(e, MultiPartException) else str(e.detail)
+            if message.startswith("Too many files"):
+                raise PayloadTooLarge(
+                    f"more than {limits.max_batch} files: the batch limit is {limits.max_batch} "
+                    "images (SOFTSERVE_MAX_BATCH)",
+                    code="batch_too_large",
+                    details={"limit": limits.max_batch},
+                ) from e
+            raise BadRequest(
+                f"malformed multipart body: {message}", code="invalid_multipart"
             ) from e
-        raise BadRequest(f"malformed multipart body: {message}", code="invalid_multipart") from e
-    try:
-        images: list[inputs.Pixels] = []
-        for field, value in form.multi_items():
-            if not isinstance(value, UploadFile):
-                raise InvalidInput(f"multipart field {field[:100]!r} is not a file upload")
-            what = f"file {len(images)} ({(value.filename or field)[:100]!r})"
-            data = await value.read()
-            images.append(
-                await run_in_threadpool(
-                    inputs.from_image, data, max_pixels=settings.max_image_pixels, what=what
+        try:
+            images: list[inputs.Pixels] = []
+            for field, value in form.multi_items():
+                if not isinstance(value, UploadFile):
+                    raise InvalidInput(f"multipart field {field[:100]!r} is not a file upload")
+                what = f"file {len(images)} ({(value.filename or field)[:100]!r})"
+                data = await value.read()
+                images.append(
+                    await run_in_threadpool(
+                        inputs.from_image, data, max_pixels=limits.max_image_pixels, what=what
+                    )
                 )
-            )
-        if not images:
-            raise InvalidInput("multipart body holds no files: upload PNG or JPEG files")
-        return np.concatenate(images)
-    finally:
-        await form.close()
+            if not images:
+                raise InvalidInput("multipart body holds no files: upload PNG or JPEG files")
+            return np.concatenate(images)
+        finally:
+            await form.close()

@@ -6,19 +6,21 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import TOKEN, TokenFirstRoute
 from service.errors import InvalidInput, NotFound, TooManyRequests
-from service.job import TERMINAL, Job
-from service.jobstore import QueueFull
-from service.schemas import ErrorResponse, TrainRequest, link
-from service.state import AppState, TokenFirstRoute, get_state, require_token
+from service.jobs.record import Job, JobStatus
+from service.jobs.store import QueueFull
+from service.openapi import errors, link
+from service.schemas import Job as JobView
+from service.schemas import JobList, TrainRequest
+from service.state import AppState, get_state
 from trainer.config import ConfigError, TrainConfig
 from trainer.tasks import make_task
 
@@ -29,33 +31,13 @@ router = APIRouter(
     prefix="/train",
     tags=["train"],
     route_class=TokenFirstRoute,
-    responses={422: {"model": ErrorResponse, "description": "Invalid request"}},
+    responses=errors({422: "Invalid request"}),
 )
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_POLL = 0.25  # seconds between looks at the job store while streaming
 _KEEPALIVE = 15.0
-_JOB_EXAMPLE = {
-    "job_id": "6f1c0c7a9d8e4b5f8a7b6c5d4e3f2a1b",
-    "model": "softmax",
-    "status": "running",
-    "params": {"epochs": 5},
-    "force": False,
-    "created_at": "2026-11-22T05:00:00Z",
-    "progress": {"phase": "select", "epoch": 2, "epochs": 5, "fraction": 0.25},
-    "history": [],
-    "latest": None,
-    "error": None,
-    "version": None,
-    "promoted": None,
-    "promotion_reason": None,
-}
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "Token missing"},
-    403: {"model": ErrorResponse, "description": "Token wrong"},
-}
-_404: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "Unknown job"}
-}
+_AUTH = errors({401: "Token missing", 403: "Token wrong"})
+_404 = errors({404: "Unknown job"})
 _JOB = "$response.body#/job_id"
 _LINKS = {  # from a job to what can be done with it
     "GetJob": link("/train/{job_id}", "get", job_id=_JOB),
@@ -71,6 +53,7 @@ _LINKS = {  # from a job to what can be done with it
 
 
 def _view(job: Job) -> dict[str, Any]:
+    """A `schemas.Job`: the record as the API shows it."""
     out = job.to_dict()
     out["job_id"] = out.pop("id")
     return out
@@ -80,13 +63,18 @@ def _view(job: Job) -> dict[str, Any]:
     "",
     status_code=202,
     summary="Start a training job; needs the token",
-    dependencies=[Depends(require_token)],
+    dependencies=TOKEN,
+    response_model=JobView,
     responses={
         **_AUTH,
-        400: {"model": ErrorResponse, "description": "Malformed JSON body"},
-        415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
-        202: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
-        429: {"model": ErrorResponse, "description": "Queue full"},
+        **errors(
+            {
+                400: "Malformed JSON body",
+                415: "Body not sent as application/json",
+                429: "Queue full",
+            }
+        ),
+        202: {"links": _LINKS},
     },
 )
 async def submit(
@@ -124,7 +112,9 @@ def _params(state: AppState, req: TrainRequest) -> dict[str, Any]:
         )
     try:
         config = TrainConfig.from_dict({"model": req.model, **params})
-        names = _class_names(state)
+        # The training data's classes, as the served models record them; when they do not
+        # say (none served, or trained on different data), the job itself will check them.
+        names = state.registry.dataset_class_names()
         if names is not None:
             make_task(config, names)  # unknown classes, one both positive and negative, no negative
     except ConfigError as e:
@@ -132,23 +122,11 @@ def _params(state: AppState, req: TrainRequest) -> dict[str, Any]:
     return params
 
 
-def _class_names(state: AppState) -> tuple[str, ...] | None:
-    """The training data's class names, as the served softmax model records them."""
-    served = state.registry.models.get("softmax")
-    return served.class_names if served is not None and served.kind == "softmax" else None
-
-
-@router.get(
-    "",
-    summary="Recent jobs, newest first",
-    responses={200: {"content": {"application/json": {"example": {"jobs": [_JOB_EXAMPLE]}}}}},
-)
+@router.get("", summary="Recent jobs, newest first", response_model=JobList)
 async def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    status: Annotated[
-        str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")
-    ] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
 ) -> dict[str, Any]:
     state = get_state(request)
     jobs = await run_in_threadpool(state.jobs.list, limit=limit, status=status)
@@ -158,24 +136,22 @@ async def list_jobs(
 @router.get(
     "/{job_id}",
     summary="One job: status, progress, history, result",
-    responses={
-        **_404,
-        200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
-    },
+    response_model=JobView,
+    responses={**_404, 200: {"links": _LINKS}},
 )
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return _view(await _job(get_state(request), job_id))
+    state = get_state(request)
+    job = await _job(state, job_id)
+    await _serve_if_just_promoted(state, job)
+    return _view(job)
 
 
 @router.delete(
     "/{job_id}",
     summary="Cancel a job; needs the token",
-    dependencies=[Depends(require_token)],
-    responses={
-        **_404,
-        **_AUTH,
-        200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}, "links": _LINKS},
-    },
+    dependencies=TOKEN,
+    response_model=JobView,
+    responses={**_404, **_AUTH, 200: {"links": _LINKS}},
 )
 async def cancel(request: Request, job_id: str) -> dict[str, Any]:
     state = get_state(request)
@@ -218,13 +194,13 @@ async def _stream(state: AppState, job: Job) -> AsyncIterator[bytes]:
     last_sent = loop.time()
     seen: str | None = None
     while True:
-        if job.updated_at != seen or job.status in TERMINAL:
+        if job.updated_at != seen or job.ended:
             seen = job.updated_at
             view = _view(job)
             view.pop("history")  # each event carries the latest epoch; GET /train/{id} has all
-            name = "end" if job.status in TERMINAL else "progress"
+            name = "end" if job.ended else "progress"
             if name == "end":
-                await _serve_result(state, job)
+                await _serve_if_just_promoted(state, job)
             yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(view) + b"\n\n"
             last_sent = loop.time()
             if name == "end":
@@ -259,19 +235,12 @@ async def _job(state: AppState, job_id: str) -> Job:
     job = await run_in_threadpool(state.jobs.get, job_id)
     if job is None:
         raise NotFound(f"unknown job {job_id!r}", code="unknown_job")
-    await _serve_result(state, job)
     return job
 
 
-async def _serve_result(state: AppState, job: Job) -> None:
-    """Whoever is told that a job's version was promoted can use it at once: this worker loads
-    it now instead of at its next look at the model folder."""
-    if job.status != "succeeded" or not job.promoted or job.finished_at is None:
-        return
-    served = state.registry.models.get(job.model)
-    if served is not None and served.version == job.version:
-        return
-    # only just after it finished: later the watch has it, or another version replaced it
-    age = datetime.now(UTC) - datetime.fromisoformat(job.finished_at)
-    if age.total_seconds() < 2 * state.settings.watch_interval + 2:
-        await run_in_threadpool(state.registry.refresh)
+async def _serve_if_just_promoted(state: AppState, job: Job) -> None:
+    """Whoever is told that a job's version was promoted can predict with it at once: this
+    worker loads it now instead of at its next look at the store. Only just after the job
+    ended: later the watch has it, or another version has replaced it."""
+    if job.version is not None and job.promoted_within(2 * state.settings.watch_interval + 2):
+        await run_in_threadpool(state.registry.catch_up, job.model, job.version)

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.modelstore import ModelStore
+from service.modelstore import FolderModelStore as ModelStore
 from tests.ci import unavailable
 from tests.service.server import SHIPPED, Server, copy_shipped_models, run_server, wait_for
 from tests.service.training_client import image, submit, training_children, wait_done
@@ -133,7 +133,7 @@ def test_a_failed_swap_removes_the_version_it_had_kept(
     monkeypatch.setattr(artifacts, "save", save)
     with pytest.raises(OSError, match="No space"):
         store.promote("softmax", new, force=True)
-    assert store.archived_versions("softmax") == [shipped.version]  # archived, the new one gone
+    assert store.versions("softmax") == [shipped.version]  # archived, the new one gone
     assert artifacts.load(store.active_path("softmax")).version == shipped.version
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from service.job import INTERRUPTED, TERMINAL, Job
-from service.jobs import JobRunner, exit_reason, new_owner_id, owner_alive, pid_alive
-from service.jobstore import JobStore
-from service.modelstore import ModelStore
-from service.training import run_job
+from service.jobs.child import run_job
+from service.jobs.record import INTERRUPTED, TERMINAL, Job
+from service.jobs.runner import JobRunner, exit_reason, new_owner_id, owner_alive, pid_alive
+from service.jobs.sqlite import SQLiteJobStore as JobStore
+from service.modelstore import FolderModelStore as ModelStore
 from tests.synthetic import make_images, write_dataset, write_idx
 from trainer import artifacts
 from trainer.data import FILES
@@ -62,7 +62,7 @@ class Finished:
 def runner_for(store: JobStore, model_dir: Path, data_dir: Path | None, **kwargs: Any) -> JobRunner:
     kwargs.setdefault("concurrency", 1)
     kwargs.setdefault("poll_interval", 0.05)
-    return JobRunner(store, model_dir=model_dir, data_dir=data_dir, **kwargs)
+    return JobRunner(store, models=ModelStore(model_dir), data_dir=data_dir, **kwargs)
 
 
 @asynccontextmanager
@@ -128,9 +128,9 @@ def test_exit_reasons_name_the_code_or_the_signal() -> None:
 
 
 def test_the_child_module_loads_without_numpy() -> None:
-    """A spawned child imports service.training before run_job sets the BLAS thread limits,
+    """A spawned child imports service.jobs.child before run_job sets the BLAS thread limits,
     which only work if NumPy is not loaded yet."""
-    code = "import sys, service.training; print(sorted(m for m in sys.modules if 'numpy' in m))"
+    code = "import sys, service.jobs.child; print(sorted(m for m in sys.modules if 'numpy' in m))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert out.stdout.strip() == "[]"
@@ -359,10 +359,10 @@ def test_two_runners_on_one_store_run_each_job_once(
     versions = {job.version for job in jobs}
     assert len(versions) == 5
     shipped = artifacts.load(ROOT / "models" / "softmax.npz").version
-    assert set(ModelStore(model_dir).archived_versions("softmax")) == versions | {shipped}
+    assert set(ModelStore(model_dir).versions("softmax")) == versions | {shipped}
 
 
-def _parent_of_a_training_child(job_id: str, db: str, model_dir: str, data_dir: str) -> None:
+def _parent_of_a_training_child(job_id: str, db: str, model_dir: str, data_dir: Path) -> None:
     """Runs in a process the test kills: starts the training child, then waits to die."""
     child = multiprocessing.get_context("spawn").Process(
         target=run_job, args=(job_id, db, model_dir, data_dir, os.getpid())
@@ -377,7 +377,7 @@ def test_a_child_whose_server_died_fails_the_job_as_interrupted(
     before = snapshot(model_dir)
     job = store.submit("softmax", LONG, False, queue_limit=8)
     store.claim(new_owner_id(), concurrency=1)
-    args = (job.id, str(store.path), str(model_dir), str(synthetic_data_dir))
+    args = (job.id, store.location, str(model_dir), synthetic_data_dir)
     parent = multiprocessing.get_context("spawn").Process(
         target=_parent_of_a_training_child, args=args
     )

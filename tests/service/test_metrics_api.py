@@ -1,19 +1,14 @@
-"""GET /metrics (JSON, Prometheus text, OpenMetrics) and the OpenAPI docs, over HTTP against a
-real uvicorn process."""
+"""GET /metrics (JSON, Prometheus text, OpenMetrics), over HTTP against a real uvicorn process."""
 
 from __future__ import annotations
 
-import importlib
 import io
-import pkgutil
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import cast
 
 import httpx
 import numpy as np
 import pytest
-from fastapi import APIRouter
-from fastapi.routing import APIRoute
 from numpy.typing import NDArray
 from PIL import Image
 from prometheus_client.metrics_core import Metric
@@ -21,8 +16,7 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-import service.routes
-from tests.service.server import SHIPPED, Server
+from tests.service.server import SHIPPED
 from trainer import artifacts
 from trainer.artifacts import Artifact
 
@@ -196,126 +190,3 @@ def test_openmetrics_parses_and_agrees(client: httpx.Client, shipped: dict[str, 
     assert value(samples, "softserve_model_accuracy", **key) == pytest.approx(
         softmax.meta["metrics"]["test"]["accuracy"]
     )
-
-
-# --- OpenAPI ------------------------------------------------------------------------------------
-
-ENDPOINTS = {
-    ("get", "/health/live"),
-    ("get", "/health/ready"),
-    ("post", "/predict"),
-    ("post", "/models/{name}/predict"),
-    ("get", "/models"),
-    ("get", "/models/{name}"),
-    ("get", "/models/{name}/versions"),
-    ("post", "/models/{name}/activate"),
-    ("post", "/train"),
-    ("get", "/train"),
-    ("get", "/train/{job_id}"),
-    ("delete", "/train/{job_id}"),
-    ("get", "/train/{job_id}/events"),
-    ("get", "/metrics"),
-}
-
-
-@pytest.fixture(scope="module")
-def spec(server: Server) -> dict[str, Any]:
-    with server.client() as client:
-        response = client.get("/openapi.json")
-    assert response.status_code == 200
-    document: dict[str, Any] = response.json()
-    return document
-
-
-def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (method, path): operation
-        for path, item in spec["paths"].items()
-        for method, operation in item.items()
-    }
-
-
-def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
-    """The schema and, through $ref and anyOf, the schemas it stands for."""
-    found = [schema]
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        found += resolve(spec, spec["components"]["schemas"][name])
-    for option in schema.get("anyOf", []):
-        found += resolve(spec, option)
-    return found
-
-
-def has_example(spec: dict[str, Any], content: dict[str, Any]) -> bool:
-    for media in content.values():
-        if "example" in media or "examples" in media:
-            return True
-        if any("example" in s or "examples" in s for s in resolve(spec, media.get("schema", {}))):
-            return True
-    return False
-
-
-def all_routers() -> list[APIRouter]:
-    """The router of every module in service.routes: what the app serves besides its docs."""
-    modules = pkgutil.iter_modules(service.routes.__path__, f"{service.routes.__name__}.")
-    routers = [importlib.import_module(m.name).router for m in modules]
-    assert routers
-    return routers
-
-
-def test_openapi_lists_every_endpoint(spec: dict[str, Any]) -> None:
-    documented = set(operations(spec))
-    assert documented >= ENDPOINTS
-    routed = {
-        (method.lower(), route.path)
-        for router in all_routers()
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.include_in_schema
-        for method in route.methods or ()
-    }
-    assert documented == routed
-
-
-def test_every_operation_has_a_summary_and_examples(spec: dict[str, Any]) -> None:
-    for (method, path), operation in operations(spec).items():
-        where = f"{method.upper()} {path}"
-        assert operation.get("summary"), where
-        success = [r for status, r in operation["responses"].items() if status.startswith("2")]
-        assert success, where
-        assert any(has_example(spec, r.get("content", {})) for r in success), where
-        if "requestBody" in operation:
-            assert has_example(spec, operation["requestBody"]["content"]), where
-
-
-def test_documented_errors_have_the_one_error_shape(spec: dict[str, Any]) -> None:
-    checked: set[str] = set()
-    for (method, path), operation in operations(spec).items():
-        for status, response in operation["responses"].items():
-            if status.startswith(("4", "5")):
-                schemas = [m["schema"] for m in response["content"].values()]
-                where = f"{method.upper()} {path} {status}"
-                assert schemas == [{"$ref": "#/components/schemas/ErrorResponse"}], where
-                checked.add(where)
-    expected = {"POST /predict 422", "GET /health/ready 503", "POST /models/{name}/activate 422"}
-    assert expected <= checked
-
-
-def test_predict_documents_every_content_type(spec: dict[str, Any]) -> None:
-    for path in ("/predict", "/models/{name}/predict"):
-        body = spec["paths"][path]["post"]["requestBody"]["content"]
-        assert set(body) == {
-            "application/json",
-            "application/octet-stream",
-            "image/png",
-            "image/jpeg",
-            "multipart/form-data",
-        }
-
-
-def test_docs_pages_answer(client: httpx.Client) -> None:
-    docs = client.get("/docs")
-    assert docs.status_code == 200
-    assert docs.headers["content-type"].startswith("text/html")
-    assert "swagger-ui" in docs.text
-    assert "/openapi.json" in docs.text
-    assert client.get("/redoc").status_code == 200

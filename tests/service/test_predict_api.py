@@ -340,9 +340,9 @@ CATALOGUE = [
          "multipart body holds no files"),
     # 422: the query is wrong
     case("unknown-param", "/predict?foo=1", ONE, 422, "invalid_parameter",
-         "unknown query parameter 'foo': expected model, top_k"),
+         "unknown query parameter 'foo': expected model, version, top_k"),
     case("model-param-on-path", "/models/softmax/predict?model=binary", ONE, 422,
-         "invalid_parameter", "unknown query parameter 'model': expected top_k"),
+         "invalid_parameter", "unknown query parameter 'model': expected version, top_k"),
     case("top-k-0", "/predict?top_k=0", ONE, 422, "invalid_parameter",
          "top_k must be a whole number from 1 to 1000, got '0'"),
     case("top-k-1001", "/predict?top_k=1001", ONE, 422, "invalid_parameter", "got '1001'"),

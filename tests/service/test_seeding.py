@@ -12,7 +12,8 @@ import pytest
 
 from service import probe
 from service.config import Settings
-from service.modelstore import ModelStore, StoreError
+from service.modelstore import FolderModelStore as ModelStore
+from service.modelstore import StoreError
 from tests.service.server import (
     REPO,
     SHIPPED,

@@ -1,10 +1,10 @@
-"""Error handlers: every error, FastAPI's validation and Starlette's HTTP errors included,
-leaves in the one JSON shape ``{"error": {"code", "message", "details"}}`` (service.errors)."""
+"""FastAPI's exception handlers: every error, FastAPI's validation and Starlette's HTTP errors
+included, leaves as `service.errors.render_error` renders it, in the one JSON shape
+``{"error": {"code", "message", "details"}}``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -17,7 +17,7 @@ from service.errors import (
     InvalidInput,
     ServiceError,
     UnsupportedMediaType,
-    error_body,
+    render_error,
 )
 
 __all__ = ["add_error_handlers"]
@@ -41,15 +41,9 @@ _STATUS_CODES = {
 def add_error_handlers(app: FastAPI) -> None:
     """Render every error, FastAPI's and Starlette's own included, in the one JSON shape."""
 
-    def render(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
-        return Response(body, status_code=status, headers=headers, media_type="application/json")
-
-    def render_error(exc: ServiceError) -> Response:
-        return render(exc.status, exc.body(), exc.headers)
-
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> Response:
-        return render_error(exc)
+        return _response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -57,7 +51,7 @@ def add_error_handlers(app: FastAPI) -> None:
             # FastAPI parses a body only when it is declared JSON; any other is validated as bytes
             # and fails as "not a valid dictionary", which hides the real problem.
             declared = request.headers.get("content-type")
-            return render_error(
+            return _response(
                 UnsupportedMediaType(
                     f"unsupported Content-Type {declared[:100]!r}: send application/json"
                     if declared
@@ -68,7 +62,7 @@ def add_error_handlers(app: FastAPI) -> None:
             if e.get("type") == "json_invalid":
                 reason = e.get("ctx", {}).get("error", "JSON decode error")
                 where = e.get("loc", ())[-1]
-                return render_error(
+                return _response(
                     _not_json(f"body is not valid JSON: {reason} at character {where}")
                 )
         details = [
@@ -78,29 +72,39 @@ def add_error_handlers(app: FastAPI) -> None:
         ]  # fmt: skip
         first = details[0] if details else {"loc": [], "message": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return render(422, error_body("invalid_request", f"{where}: {first['message']}", details))
+        return _response(
+            InvalidInput(f"{where}: {first['message']}", code="invalid_request", details=details)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path[:200]}"
         elif exc.status_code == 400 and message == "There was an error parsing the body":
-            return render_error(_unparsable(exc.__cause__))
+            return _response(_unparsable(exc.__cause__))
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:200]}"
             allowed = _allowed(request)
-            if allowed is not None:
-                return render(405, error_body(code, message), {"Allow": allowed})
-        return render(exc.status_code, error_body(code, message), exc.headers)
+            headers = {"Allow": allowed} if allowed is not None else {}
+        return _response(ServiceError(message, code=code, headers=headers, status=exc.status_code))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render(
-            500, error_body("internal_error", "internal error; the server log has details")
-        )
+        return _response(ServiceError("internal error; the server log has details"))
+
+
+def _response(error: ServiceError) -> Response:
+    rendered = render_error(error)
+    response = Response(rendered.body, status_code=rendered.status)
+    response.raw_headers = [
+        *rendered.headers,
+        (b"content-length", str(len(rendered.body)).encode()),
+    ]
+    return response
 
 
 def _short(part: Any) -> Any:

@@ -1,9 +1,10 @@
-"""Training jobs on disk: one SQLite file (WAL) shared by every worker and every training child.
+"""The embedded job store: one SQLite file (WAL) shared by every worker and every training child.
 
 Each call opens its own short connection, so the store is safe from any thread or process, and
 every state change that depends on what is already there (queue limit, claim, cancel, reap)
 happens inside one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock makes it atomic across
-processes. The store is just the file: a restart finds every job as it was left.
+processes. The store is just the file: a restart finds every job as it was left. The file (and
+its folder) is created by the first job submitted; until then every read finds no jobs.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from service.job import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
+from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
+from service.jobs.store import QueueFull
+from trainer.timestamps import utc_now_iso
 
-__all__ = ["JobStore", "QueueFull"]
+__all__ = ["SQLiteJobStore"]
 
-_TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
+_TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL)) + ")"
 BUSY_TIMEOUT = 10.0  # seconds a call waits for another process's write lock
 
 _SCHEMA = """
@@ -41,15 +43,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
-
-
-class QueueFull(Exception):
-    """The queue limit is reached; the message says how full it is."""
-
-
-def _now(*, precise: bool = False) -> str:
-    now = datetime.now(UTC)
-    return f"{now:%Y-%m-%dT%H:%M:%S.%fZ}" if precise else f"{now:%Y-%m-%dT%H:%M:%SZ}"
 
 
 _FIELDS = tuple(field.name for field in fields(Job))
@@ -75,16 +68,27 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
     return None if row is None else _job(row)
 
 
-class JobStore:
-    """The job table in ``path``; every method is one short transaction."""
+class SQLiteJobStore:
+    """The job table in ``path``; every method is one short transaction (a `JobStore`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.location = str(path)
+        self._ready = False
+
+    def _exists(self) -> bool:
+        """Whether the database is there (made ready for use if so): a store nobody has
+        submitted to yet has no jobs to read, claim or reap, and no file."""
+        if not self._ready and self.path.exists():
+            self._create()
+        return self._ready
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # Workers starting together would race to create the file and switch it to WAL; SQLite
         # answers that switch with "database is locked" at once, without waiting, so they take
         # turns on a lock file instead.
-        with path.with_name(path.name + ".init-lock").open("a") as lock:
+        with self.path.with_name(self.path.name + ".init-lock").open("a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             with closing(self._connect()) as conn:
                 # WAL lets readers (status polls, event streams) run while a writer commits; the
@@ -94,10 +98,13 @@ class JobStore:
             with self._write() as conn:
                 for statement in _SCHEMA.split(";"):
                     conn.execute(statement)
+        self._ready = True
 
     def submit(self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int) -> Job:
         """Queue a job, or raise QueueFull when ``queue_limit`` jobs are already waiting."""
-        now = _now()
+        if not self._ready:
+            self._create()
+        now = utc_now_iso()
         with self._write() as conn:
             if (queued := _count(conn, "queued")) >= queue_limit:
                 raise QueueFull(
@@ -107,16 +114,27 @@ class JobStore:
             conn.execute(
                 "INSERT INTO jobs (id, model, params, force, status, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (job_id, model, orjson.dumps(params).decode(), int(force), now, _now(precise=True)),
+                (
+                    job_id,
+                    model,
+                    orjson.dumps(params).decode(),
+                    int(force),
+                    now,
+                    utc_now_iso(precise=True),
+                ),
             )
             return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def get(self, job_id: str) -> Job | None:
+        if not self._exists():
+            return None
         with closing(self._connect()) as conn:
             return _get(conn, job_id)
 
     def list(self, *, limit: int = 50, status: str | None = None) -> builtins.list[Job]:
         """The newest ``limit`` jobs, newest first, optionally only those in ``status``."""
+        if not self._exists():
+            return []
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
         with closing(self._connect()) as conn:
             rows = conn.execute(
@@ -127,23 +145,27 @@ class JobStore:
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once; flag a running one (its child stops at the next batch).
         A finished job is left as it is. Returns the job after, or None if there is none."""
+        if not self._exists():
+            return None
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'cancelled', error = 'cancelled before it started',"
                 " cancel_requested = 1, finished_at = ?, updated_at = ?"
                 " WHERE id = ? AND status = 'queued'",
-                (_now(), _now(precise=True), job_id),
+                (utc_now_iso(), utc_now_iso(precise=True), job_id),
             )
             conn.execute(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = ?"
                 " WHERE id = ? AND status = 'running' AND cancel_requested = 0",
-                (_now(precise=True), job_id),
+                (utc_now_iso(precise=True), job_id),
             )
             return _get(conn, job_id)
 
     def claim(self, owner: str, *, concurrency: int) -> Job | None:
         """Take the oldest queued job for ``owner``, if fewer than ``concurrency`` jobs run
         (counted over every worker). The write lock makes each job go to exactly one caller."""
+        if not self._exists():
+            return None
         with self._write() as conn:
             if _count(conn, "running") >= concurrency:
                 return None
@@ -155,12 +177,14 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET status = 'running', owner = ?, started_at = ?, heartbeat = ?,"
                 " updated_at = ? WHERE id = ?",
-                (owner, _now(), time.time(), _now(precise=True), row["id"]),
+                (owner, utc_now_iso(), time.time(), utc_now_iso(precise=True), row["id"]),
             )
             return _get(conn, row["id"])
 
     def heartbeat(self, owner: str) -> None:
         """Mark ``owner``'s running jobs alive (not an update a watcher needs to see)."""
+        if not self._exists():
+            return
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET heartbeat = ? WHERE owner = ? AND status = 'running'",
@@ -177,6 +201,8 @@ class JobStore:
         """Fail the running jobs of other owners that are gone: silent for ``stale_after``
         seconds, or owned by a process ``owner_alive`` says is dead. ``owner``'s own jobs are
         left alone: it watches their processes itself. Returns the jobs changed."""
+        if not self._exists():
+            return []
         cutoff = time.time() - stale_after
         with self._write() as conn:
             rows = conn.execute(
@@ -195,6 +221,8 @@ class JobStore:
         self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None
     ) -> None:
         """Record where a running job is (and a finished epoch, if given); bumps its heartbeat."""
+        if not self._exists():
+            return
         with self._write() as conn:
             row = conn.execute(
                 "SELECT history FROM jobs WHERE id = ? AND status = 'running'", (job_id,)
@@ -207,12 +235,20 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET progress = ?, history = ?, heartbeat = ?, updated_at = ?"
                 " WHERE id = ?",
-                (orjson.dumps(progress).decode(), history, time.time(), _now(precise=True), job_id),
+                (
+                    orjson.dumps(progress).decode(),
+                    history,
+                    time.time(),
+                    utc_now_iso(precise=True),
+                    job_id,
+                ),
             )
 
     def is_cancel_requested(self, job_id: str) -> bool:
         """Whether whoever runs the job should stop: a cancel was asked for, or the job has
         already ended (reaped as stale, say), so nobody waits for its result."""
+        if not self._exists():
+            return True
         with closing(self._connect()) as conn:
             row = conn.execute(
                 "SELECT cancel_requested, status FROM jobs WHERE id = ?", (job_id,)
@@ -232,6 +268,8 @@ class JobStore:
         """End a job, unless it has already ended; returns whether this call ended it."""
         if status not in TERMINAL:
             raise ValueError(f"finish needs a terminal status, got {status!r}")
+        if not self._exists():
+            return False
         with self._write() as conn:
             return (
                 _end(conn, job_id, status, error, version, promoted, promotion_reason) is not None
@@ -239,12 +277,16 @@ class JobStore:
 
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present (zero included)."""
+        if not self._exists():
+            return dict.fromkeys(STATUSES, 0)
         with closing(self._connect()) as conn:
             rows = conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return dict.fromkeys(STATUSES, 0) | {row[0]: row[1] for row in rows}
 
     def prune(self, keep: int) -> int:
         """Forget all but the newest ``keep`` finished jobs; returns how many were deleted."""
+        if not self._exists():
+            return 0
         with self._write() as conn:
             return conn.execute(
                 f"DELETE FROM jobs WHERE status IN {_TERMINAL_SQL} AND seq NOT IN"
@@ -288,6 +330,15 @@ def _end(
     changed = conn.execute(
         "UPDATE jobs SET status = ?, error = ?, version = ?, promoted = ?, promotion_reason = ?,"
         f" finished_at = ?, updated_at = ? WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",
-        (status, error, version, promoted, promotion_reason, _now(), _now(precise=True), job_id),
+        (
+            status,
+            error,
+            version,
+            promoted,
+            promotion_reason,
+            utc_now_iso(),
+            utc_now_iso(precise=True),
+            job_id,
+        ),
     ).rowcount
     return _get(conn, job_id) if changed else None

@@ -18,10 +18,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from service.job import INTERRUPTED, Job, JobStatus
-from service.jobstore import JobStore
+from service.jobs.record import INTERRUPTED, Job, JobStatus
+from service.jobs.store import JobStore, open_job_store
 
 if TYPE_CHECKING:
+    from service.modelstore import ModelStore
     from trainer.fit import Progress
 
 __all__ = [
@@ -39,10 +40,11 @@ CANCEL_CHECK_EVERY = 0.2  # seconds between looks at the store's cancel flag
 
 
 def run_job(
-    job_id: str, db_path: str, model_dir: str, data_dir: str | None, parent_pid: int
+    job_id: str, job_store: str, model_store: str, data_dir: Path | None, parent_pid: int
 ) -> None:
-    """Train job ``job_id`` and record its end in the store at ``db_path``; a new version goes
-    into ``model_dir`` only through ModelStore.promote (atomic), after training succeeded.
+    """Train job ``job_id`` and record its end in the job store at ``job_store``; a new version
+    reaches the model store at ``model_store`` only through its ``promote`` (atomic), after
+    training succeeded. Both are `location`s, opened here once the BLAS limits are set.
 
     SIGTERM (sent by the runner when the server shuts down) cancels at the next batch; SIGINT is
     ignored, because a terminal's Ctrl-C reaches the whole process group and the server decides
@@ -51,24 +53,25 @@ def run_job(
     for name in BLAS_THREAD_VARIABLES:
         os.environ[name] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store = JobStore(Path(db_path))
+    store = open_job_store(job_store)
     stop = _StopCheck(store, job_id, parent_pid)
     signal.signal(signal.SIGTERM, stop.on_sigterm)
     job = store.get(job_id)
     if job is None:  # pruned before it started: nothing to report to
-        print(f"softserve: job {job_id} is not in {db_path}", file=sys.stderr)
+        print(f"softserve: job {job_id} is not in the job store", file=sys.stderr)
         return
     try:
-        _train(store, job, Path(model_dir), Path(data_dir) if data_dir else None, stop)
+        from service.modelstore import open_model_store
+
+        _train(store, job, open_model_store(model_store), data_dir, stop)
     except Exception as exc:  # a bug, not a user's mistake: keep the traceback for the log
         traceback.print_exc()
         store.finish(job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _train(
-    store: JobStore, job: Job, model_dir: Path, data_dir: Path | None, stop: _StopCheck
+    store: JobStore, job: Job, models: ModelStore, data_dir: Path | None, stop: _StopCheck
 ) -> None:
-    from service.modelstore import ModelStore
     from trainer.config import TrainConfig
     from trainer.data import load_dataset
     from trainer.errors import TrainerError
@@ -90,7 +93,7 @@ def _train(
         stop.record()
         return
     try:
-        promotion = ModelStore(model_dir).promote(job.model, artifact, force=job.force)
+        promotion = models.promote(job.model, artifact, force=job.force)
     except OSError as exc:  # a full disk, say; the reason without the server's paths
         traceback.print_exc()
         reason = exc.strerror or type(exc).__name__

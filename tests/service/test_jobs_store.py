@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.job import INTERRUPTED, TERMINAL
-from service.jobstore import JobStore, QueueFull
+from service.jobs.record import INTERRUPTED, TERMINAL
+from service.jobs.sqlite import SQLiteJobStore as JobStore
+from service.jobs.store import QueueFull
 
 
 @pytest.fixture

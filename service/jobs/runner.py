@@ -1,7 +1,7 @@
 """The scheduler in each uvicorn worker: claims queued jobs and runs each in a child process.
 
-Workers share nothing but the job store. A worker claims a job inside a SQLite write
-transaction (so no job runs twice), starts `service.training.run_job` in a "spawn" child, keeps
+Workers share nothing but the job store. A worker claims a job (each job goes to exactly one
+claimer), starts `service.jobs.child.run_job` in a "spawn" child, keeps
 the job's heartbeat fresh while the child lives, and records how the child ended if the child
 could not say so itself (killed, crashed). A worker that dies leaves its jobs "running"; the
 others fail them as interrupted once the heartbeat is stale or the owner's pid is gone.
@@ -22,9 +22,10 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from service.job import Job, JobStatus
-from service.jobstore import JobStore
-from service.training import CANCELLED_SHUTDOWN, run_job
+from service.jobs.child import CANCELLED_SHUTDOWN, run_job
+from service.jobs.record import Job, JobStatus
+from service.jobs.store import JobStore
+from service.modelstore import ModelStore
 
 __all__ = ["STALE_AFTER", "JobRunner", "exit_reason", "new_owner_id", "owner_alive", "pid_alive"]
 
@@ -78,21 +79,22 @@ def exit_reason(exitcode: int | None) -> str:
 class JobRunner:
     """Runs up to ``concurrency`` jobs at once (over all workers sharing ``store``).
 
-    Store calls go to threads, so the event loop never waits on SQLite's lock; ``on_finished``
-    also runs in a thread, with the job as the store has it at the end.
+    Store calls go to threads, so the event loop never waits on a store's lock; ``on_finished``
+    also runs in a thread, with the job as the store has it at the end. Each child opens the job
+    store and the model store again from their locations, and gets the data folder.
     """
 
     def __init__(
         self,
         store: JobStore,
         *,
-        model_dir: Path,
+        models: ModelStore,
         data_dir: Path | None,
         concurrency: int,
         on_finished: Callable[[Job], None] | None = None,
         poll_interval: float = 0.5,
     ) -> None:
-        self.store, self.model_dir, self.data_dir = store, model_dir, data_dir
+        self.store, self.models, self.data_dir = store, models, data_dir
         self.concurrency, self.on_finished, self.poll_interval = (
             concurrency, on_finished, poll_interval,
         )  # fmt: skip
@@ -182,13 +184,7 @@ class JobRunner:
     def _spawn(self, job: Job) -> None:
         process = self._context.Process(
             target=run_job,
-            args=(
-                job.id,
-                str(self.store.path),
-                str(self.model_dir),
-                None if self.data_dir is None else str(self.data_dir),
-                os.getpid(),
-            ),
+            args=(job.id, self.store.location, self.models.location, self.data_dir, os.getpid()),
             name=f"softserve-train-{job.id[:8]}",
             daemon=False,
         )

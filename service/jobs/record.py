@@ -1,0 +1,62 @@
+"""A training job's states and record, as the job stores keep them and the routes show them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from trainer.timestamps import parse_utc
+
+__all__ = ["INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus"]
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+TERMINAL: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
+INTERRUPTED = "interrupted: the server stopped while the job was running"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training job as the store holds it."""
+
+    id: str
+    model: str
+    params: dict[str, Any]
+    force: bool
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str  # to the microsecond, so a watcher sees every change
+    progress: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    error: str | None
+    version: str | None
+    promoted: bool | None
+    promotion_reason: str | None
+    cancel_requested: bool
+    owner: str | None
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The record of the last epoch that finished, or None before the first."""
+        return self.history[-1] if self.history else None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL
+
+    def promoted_within(self, seconds: float) -> bool:
+        """Whether the job promoted its version less than ``seconds`` ago."""
+        if self.status != "succeeded" or not self.promoted or self.finished_at is None:
+            return False
+        age = datetime.now(UTC) - parse_utc(self.finished_at)
+        return age.total_seconds() < seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the internal owner id, plus ``latest``."""
+        out = asdict(self)
+        del out["owner"]
+        out["latest"] = self.latest
+        return out

@@ -1,0 +1,145 @@
+"""What ``/openapi.json`` says beyond the response models: the /predict bodies and answers
+(which pydantic does not parse), examples, error statuses, and links between operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.predicting import MAX_TOP_K
+from service.schemas import (
+    EXAMPLE_PIXELS,
+    EXAMPLE_VERSION,
+    ErrorResponse,
+    PredictJSON,
+    PredictResponse,
+)
+from trainer.artifacts import VERSION_PATTERN
+
+__all__ = ["errors", "link", "predict_docs"]
+
+
+def errors(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Error responses in the one shape, by status: ``errors({404: "Unknown model"})``."""
+    return {
+        status: {"model": ErrorResponse, "description": what} for status, what in statuses.items()
+    }
+
+
+def link(path: str, method: str, body: Any = None, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: which values of a response another operation takes (``$response.body#/x``
+    expressions), so clients and schemathesis's stateful tests can follow one call with the next."""
+    ref = "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+    return {"operationRef": ref, "parameters": parameters} | (
+        {"requestBody": body} if body is not None else {}
+    )
+
+
+_PREDICT_EXAMPLE: dict[str, Any] = {
+    "model": "softmax",
+    "version": EXAMPLE_VERSION,
+    "predictions": [
+        {
+            "label": 9,
+            "class_name": "Ankle boot",
+            "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.03, 0.0, 0.96],
+            "top_k": [{"label": 9, "class_name": "Ankle boot", "probability": 0.96}],
+        }
+    ],
+}
+_PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "application/json": {"example": _PREDICT_EXAMPLE},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "with Accept: application/octet-stream: the probabilities as "
+                "little-endian float32, N x K row-major (binary models: K = 1, the positive "
+                "class); headers X-Softserve-Model, -Version, -Shape ('N,K') and -Dtype",
+            },
+        }
+    },
+    **errors(
+        {
+            400: "Malformed JSON or multipart body",
+            404: "Unknown model, or no such kept version",
+            413: "Body, batch or image over its limit",
+            415: "Unsupported or missing Content-Type",
+            422: "Pixels of the wrong count, shape, type or range (the message names the image); "
+            "a malformed version or query parameter",
+        }
+    ),
+}
+_PREDICT_DESCRIPTION = (
+    "Classify 28x28 grayscale images (pixel intensities 0..255, a light item on a dark "
+    'background as in Fashion-MNIST). Send JSON `{"pixels": [...784]}` (or 28 rows of 28) or '
+    '`{"images": [[...], ...]}`, raw uint8 bytes (N x 784) as application/octet-stream, '
+    "a PNG or JPEG (converted to grayscale, resized to 28x28 if needed), or multipart uploads "
+    "of PNG/JPEG files. With `Accept: application/octet-stream` the answer is the "
+    "probabilities alone as raw float32 (N x K), for bulk clients: label = argmax (softmax) or "
+    "probability > 0.5 (binary). `?version=` answers with a kept version instead of the active "
+    "one (GET /models/{name}/versions lists them)."
+)
+_MODEL = {
+    "name": "model", "in": "query", "required": False,
+    "description": "model name (default: softmax, or SOFTSERVE_DEFAULT_MODEL)",
+    "schema": {"type": "string", "maxLength": 64},
+}  # fmt: skip
+_VERSION = {
+    "name": "version", "in": "query", "required": False,
+    "description": "a kept version of the model (default: the active one)",
+    "schema": {"type": "string", "pattern": VERSION_PATTERN},
+}  # fmt: skip
+_TOP_K = {
+    "name": "top_k", "in": "query", "required": False,
+    "description": "also list the k likeliest classes (softmax models)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
+}  # fmt: skip
+
+
+def _predict_body() -> dict[str, Any]:
+    """The request body of /predict: every content type it reads."""
+    image = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": PredictJSON.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                ),
+                "examples": {
+                    "one image": {"value": {"pixels": EXAMPLE_PIXELS}},
+                    "a batch": {"value": {"images": [EXAMPLE_PIXELS, EXAMPLE_PIXELS]}},
+                },
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "N x 784 raw uint8 pixels, row-major: the fast path",
+            },
+            "image/png": image,
+            "image/jpeg": image,
+            "multipart/form-data": {
+                "schema": {  # a form without a file is a 422
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                        }
+                    },
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+
+
+def predict_docs(*, named: bool) -> dict[str, Any]:
+    """The route arguments that document /predict (``named``: /models/{name}/predict)."""
+    parameters = [_VERSION, _TOP_K] if named else [_MODEL, _VERSION, _TOP_K]
+    return {
+        "response_model": PredictResponse,
+        "responses": _PREDICT_RESPONSES,
+        "openapi_extra": {"requestBody": _predict_body(), "parameters": parameters},
+        "description": _PREDICT_DESCRIPTION,
+    }
