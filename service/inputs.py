@@ -57,9 +57,12 @@ def from_json(body: bytes, *, max_batch: int) -> tuple[Pixels, bool]:
         raise InvalidInput("'images' is empty: send at least one image")
     check_batch_size(len(images), max_batch)
     if body.translate(None, _NUMERIC) in _PLAIN:
-        # Nothing but the key and numbers: NumPy may convert straight to float32 (it would also
-        # parse a string such as "7", and take true, false and null for 1, 0 and NaN).
-        pixels = _fast(images, np.float32)
+        # Nothing but the key and numbers: whole numbers go straight to uint8, others NumPy may
+        # convert straight to float32 (it would also parse a string such as "7", and take true,
+        # false and null for 1, 0 and NaN).
+        pixels = _whole(images)
+        if pixels is None:
+            pixels = _fast(images, np.float32)
         if pixels is not None:
             return pixels, batch
     elif not (b"true" in body or b"false" in body or b"null" in body):
@@ -150,6 +153,22 @@ def _parse_int(text: str) -> int | float:
     if len(text) <= _MAX_INT_DIGITS:
         return int(text)
     return -math.inf if text.startswith("-") else math.inf
+
+
+def _whole(images: list[Any]) -> Pixels | None:
+    """(N, 784) uint8 when every image is a flat array of 784 whole numbers in 0..255, else None.
+
+    ``bytes()`` checks each value's type and range in C: several times faster than NumPy's
+    conversion of a list of Python ints, which is most of the cost of a one-image request. Only
+    for plain bodies (numbers alone): ``bytes()`` would also take true and false as 1 and 0.
+    """
+    if not all(type(image) is list and len(image) == N_FEATURES for image in images):
+        return None
+    try:
+        data = bytes(images[0]) if len(images) == 1 else b"".join(map(bytes, images))
+    except (TypeError, ValueError):  # a float, a nested row, a value outside 0..255
+        return None
+    return np.frombuffer(data, dtype=np.uint8).reshape(len(images), N_FEATURES)
 
 
 def _fast(images: list[Any], dtype: type[np.float32] | None) -> Pixels | None:

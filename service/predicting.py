@@ -115,18 +115,32 @@ class Body:
         )
 
 
-class Prediction(NamedTuple):
+class Prediction:
     """What the pipeline decided: which model version answered, and its scores."""
 
-    served: Served
-    labels: NDArray[np.intp]  # (N,)
-    proba: NDArray[np.float32]  # softmax (N, K); binary (N,), of the positive class
-    top_k: int | None
+    __slots__ = ("logits", "proba", "served", "top_k")
 
-    def ranked(self) -> NDArray[np.intp]:
-        """(N, k) class indices, likeliest first, for ``top_k`` (ties keep label order)."""
-        k = min(self.top_k or self.proba.shape[1], self.proba.shape[1])
-        return np.argsort(-self.proba, axis=1, kind="stable")[:, :k]
+    def __init__(
+        self, served: Served, logits: NDArray[np.float32], proba: NDArray[np.float32],
+        top_k: int | None,
+    ) -> None:  # fmt: skip
+        self.served = served
+        self.logits = logits  # (N, K)
+        self.proba = proba  # softmax (N, K); binary (N,), of the positive class
+        self.top_k = top_k
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    @property
+    def labels(self) -> NDArray[np.intp]:
+        """(N,) predicted class: argmax of the logits, or a positive binary logit (computed
+        when asked for: a raw answer has no use for it)."""
+        return linear.predict_labels(self.served.kind, self.logits)
+
+    def ranked(self, k: int) -> NDArray[np.intp]:
+        """(N, k) class indices, likeliest first (ties keep label order)."""
+        return np.argsort(-self.proba, axis=1, kind="stable")[:, : min(k, self.proba.shape[1])]
 
 
 class Predictor:
@@ -156,10 +170,9 @@ class Predictor:
                     "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
                 )
         pixels = await payload.pixels(self.limits)
-        features = linear.pixels_to_features(pixels)
-        labels, proba = linear.predict(served.kind, served.weights, served.bias, features)
-        self.telemetry.predicted(served.name, len(labels))
-        return Prediction(served, labels, proba, request.top_k)
+        scores = linear.logits(served.weights, served.bias, linear.pixels_to_features(pixels))
+        self.telemetry.predicted(served.name, len(scores))
+        return Prediction(served, scores, linear.probabilities(served.kind, scores), request.top_k)
 
     async def model(self, name: str | None, version: str | None) -> Served:
         """The model that answers: by name (else the default), the active version unless one
@@ -191,8 +204,8 @@ def json_ready(prediction: Prediction) -> dict[str, Any]:
             for label, row in zip(label_list, proba, strict=True)
         ]
         if prediction.top_k is not None:
-            for entry, row, idx in zip(predictions, proba, prediction.ranked().tolist(),
-                                       strict=True):  # fmt: skip
+            ranked = prediction.ranked(prediction.top_k).tolist()
+            for entry, row, idx in zip(predictions, proba, ranked, strict=True):
                 # row[i] stays float32 so it prints exactly as it does in "probabilities".
                 entry["top_k"] = [
                     {"label": i, "class_name": names[i], "probability": row[i]} for i in idx

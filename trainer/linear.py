@@ -29,6 +29,7 @@ __all__ = [
     "predict",
     "predict_labels",
     "predict_proba",
+    "probabilities",
     "sigmoid",
     "softmax",
 ]
@@ -162,8 +163,12 @@ def predict_proba(kind: Kind, W: Floats, b: Floats, X: Floats) -> Floats:
 def predict(kind: Kind, W: Floats, b: Floats, X: Floats) -> tuple[NDArray[np.intp], Floats]:
     """Labels (N,) and probabilities (softmax (N, K), binary (N,)) from one pass over the logits."""
     Z = logits(W, b, X)
-    proba = sigmoid(Z[:, 0]) if kind == "binary" else softmax(Z)
-    return predict_labels(kind, Z), proba
+    return predict_labels(kind, Z), probabilities(kind, Z)
+
+
+def probabilities(kind: Kind, Z: Floats) -> Floats:
+    """Softmax: (N, K) class probabilities of (N, K) scores. Binary: (N,) of the positive class."""
+    return sigmoid(Z[:, 0]) if kind == "binary" else softmax(Z)
 
 
 def predict_labels(kind: Kind, Z: Floats) -> NDArray[np.intp]:

@@ -82,7 +82,7 @@ def reply(prediction: Prediction, raw: bool) -> Reply:
         body = orjson.dumps(json_ready(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
         return Reply(_JSON_HEADERS, body)
     served = prediction.served
-    table = np.ascontiguousarray(prediction.proba.reshape(len(prediction.labels), -1), "<f4")
+    table = np.ascontiguousarray(prediction.proba.reshape(len(prediction), -1), "<f4")
     headers = [
         (b"content-type", RAW.encode()),
         (b"x-softserve-model", served.name.encode()),
