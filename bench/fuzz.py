@@ -4,7 +4,7 @@ token and then without it, against a real uvicorn process on a copy of the shipp
 
     python -m bench.fuzz [--examples N] [--seconds S] [--seed N] [--markdown]
 
-The server and the checks are those of tests/service/test_fuzz.py (tests.service.fuzzing): no
+The server and the checks are those of tests/service/test_fuzz.py (tests.support.fuzzing): no
 5xx; statuses, content types, headers and bodies as documented; schema-invalid input rejected; a
 created job readable. Prints, per operation, the cases sent, the statuses seen and the failures,
 then the totals. Exits 1 on any server error, check failure, error of the run or traceback in the
@@ -24,7 +24,7 @@ from pathlib import Path
 import schemathesis
 
 from bench.train import render
-from tests.service.fuzzing import OTHER_METHODS, TOKEN, Report, fuzz, fuzz_config, fuzz_server
+from tests.support.fuzzing import OTHER_METHODS, TOKEN, Report, fuzz, fuzz_config, fuzz_server
 
 
 def table(report: Report, markdown: bool) -> str:

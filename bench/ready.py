@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import ROOT, free_port, fresh_service_env, stop
 from bench.train import render
+from tests.support.server import REPO, free_port, service_env, stop
 
 TARGET = 1.0  # seconds: "ready within a second of start on the shipped models"
 
@@ -30,7 +30,7 @@ TARGET = 1.0  # seconds: "ready within a second of start on the shipped models"
 def time_to_ready(cmd: list[str], url: str, env: dict[str, str], timeout: float = 60.0) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     try:
         while (elapsed := time.perf_counter() - start) < timeout:
@@ -47,7 +47,7 @@ def time_to_ready(cmd: list[str], url: str, env: dict[str, str], timeout: float 
 
 def one_run(kind: str, root: Path) -> float:
     port = free_port()
-    env = fresh_service_env(root)
+    env = service_env(root)
     if kind == "service":
         cmd = [sys.executable, "-m", "service", "--port", str(port)]
         return time_to_ready(cmd, f"http://127.0.0.1:{port}/health/ready", env)

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,10 @@ import numpy as np
 import orjson
 
 from bench.train import load_average, render
+from tests.support.server import run_server
 from trainer.contract import N_FEATURES
 from trainer.data import DEBIAN_DIR, load_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_post.lua")
 FLOOR, SERVICE = "floor", "service"
 JSON, RAW = "application/json", "application/octet-stream"
@@ -68,57 +67,20 @@ def pinning() -> tuple[list[str], list[str]]:
     return ["taskset", "-c", str(cores[0])], ["taskset", "-c", str(cores[1])]
 
 
-def fresh_service_env(root: Path, **settings: str) -> dict[str, str]:
-    """This environment without any SOFTSERVE_* of its own, serving a fresh copy of the shipped
-    models in ``root``/models (state in ``root``/state), plus ``settings`` (SOFTSERVE_ names)."""
-    models = root / "models"
-    models.mkdir(parents=True)
-    for name in ("softmax.npz", "binary.npz"):
-        shutil.copy2(ROOT / "models" / name, models / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTSERVE_")}
-    paths = {"SOFTSERVE_MODEL_DIR": str(models), "SOFTSERVE_STATE_DIR": str(root / "state")}
-    return env | paths | settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
-def server(app: str, ready_path: str, env: dict[str, str], pin: list[str]) -> Iterator[str]:
-    """Run uvicorn serving ``app`` until the block ends; yields its base URL."""
-    port = free_port()
-    cmd = [*pin, sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read()[-3000:].decode(errors="replace")
-                    raise RuntimeError(f"{app} did not start (exit {proc.returncode}):\n{tail}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + ready_path, timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            yield url
-        finally:  # also on Ctrl-C: the child is ours, stopped by its PID
-            stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def server(app: str, ready_path: str, root: Path, pin: list[str]) -> Iterator[str]:
+    """Run uvicorn serving ``app`` (one worker, no access log) until the block ends; yields its
+    base URL. Its models are a fresh copy of the shipped ones in ``root``."""
+    options = ("--no-access-log", "--log-level", "warning")
+    with run_server(
+        root,
+        app=app,
+        uvicorn_options=options,
+        prefix=pin,
+        live_path=ready_path,
+        watch_interval=None,
+    ) as running:
+        yield running.url
 
 
 def wrk(url: str, body: Path, content_type: str, accept: str | None, seconds: float,
@@ -229,13 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         one, many, source = write_bodies(Path(tmp), args.batch)
         print(f"requests: {source}; {one.stat().st_size} JSON bytes, {args.batch} x 784 raw bytes")
-        env = {**os.environ, "SOFTSERVE_MODEL_DIR": str(ROOT / "models"),
-               "SOFTSERVE_STATE_DIR": str(Path(tmp) / "state")}  # fmt: skip
         problems: dict[tuple[str, str], str] = {}
         try:
             for i in range(runs):
                 for name, (app, ready) in apps.items():
-                    with server(app, ready, env, server_pin) as url:
+                    root = Path(tmp) / f"{name}-{i}"
+                    root.mkdir()
+                    with server(app, ready, root, server_pin) as url:
                         for kind, content_type, accept in KINDS:
                             body = one if content_type == JSON else many
                             problem = probe(url, body, content_type, accept)

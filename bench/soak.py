@@ -15,7 +15,6 @@ against after the warm-up (the target: under 10% growth). Never asserts; exits
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import statistics
@@ -25,73 +24,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
-from numpy.typing import NDArray
-from PIL import Image
 
-from bench.serve import ROOT, free_port, fresh_service_env, stop
 from bench.train import load_average, render
+from tests.support.procs import rss_mib
+from tests.support.requests import Request, mix
+from tests.support.server import REPO, free_port, service_env, stop
 from trainer.contract import N_FEATURES
 from trainer.data import DEBIAN_DIR, load_dataset
 
 LUA = Path(__file__).with_name("wrk_mix.lua")
 TOKEN = "soak-token"
 JSON, RAW, PROM = "application/json", "application/octet-stream", "text/plain"
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    content_type: str | None = None
-    accept: str | None = None
-    body: bytes | None = None
-
-
-def png(pixels: NDArray[np.uint8]) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels.reshape(28, 28)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def multipart(files: Sequence[bytes], boundary: str = "soak-boundary") -> tuple[bytes, str]:
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, data in enumerate(files)
-    ]
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data;boundary={boundary}"  # no space: the manifest splits on them
-
-
-def mix(images: NDArray[np.uint8]) -> list[Request]:
-    """Every input form /predict takes, and the reads a dashboard makes, each valid."""
-    one = images[0]
-    flat = orjson.dumps({"pixels": one.tolist()})
-    square = orjson.dumps({"pixels": one.reshape(28, 28).tolist()})
-    form, form_type = multipart([png(images[i]) for i in range(4)])
-    return [
-        Request("POST", "/predict", JSON, None, flat),
-        Request("POST", "/predict", JSON, None, square),
-        Request("POST", "/predict", JSON, None, orjson.dumps({"images": images[:32].tolist()})),
-        Request("POST", "/predict?top_k=3", JSON, None, flat),
-        Request("POST", "/models/binary/predict", JSON, None, flat),
-        Request("POST", "/predict", RAW, None, images[:256].tobytes()),
-        Request("POST", "/predict?model=binary", RAW, RAW, images[:256].tobytes()),
-        Request("POST", "/predict", "image/png", None, png(one)),
-        Request("POST", "/predict", form_type, None, form),
-        Request("GET", "/metrics", None, JSON),
-        Request("GET", "/metrics", None, PROM),
-        Request("GET", "/models"),
-        Request("GET", "/health/ready"),
-    ]  # fmt: skip
 
 
 def write_manifest(requests: list[Request], folder: Path) -> Path:
@@ -107,33 +55,6 @@ def write_manifest(requests: list[Request], folder: Path) -> Path:
     manifest = folder / "manifest.txt"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and its uvicorn workers (not the training child)."""
-    pids = [pid, *worker_pids(pid)]
-    total = 0
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
-def worker_pids(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        # uvicorn's workers, not the training children nor the resource tracker
-        if ppid == pid and b"spawn_main" in cmd and b"tracker_fd" in cmd:
-            found.append(int(entry.name))
-    return found if len(found) > 1 else []
 
 
 def run_wrk(url: str, manifest: Path, seconds: float, connections: int) -> dict[str, float]:
@@ -195,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(tmp)
         manifest = write_manifest(requests, root)
         port = free_port()
-        env = fresh_service_env(root, SOFTSERVE_API_TOKEN=TOKEN, SOFTSERVE_LOG_LEVEL="warning")
+        env = service_env(root, SOFTSERVE_API_TOKEN=TOKEN, SOFTSERVE_LOG_LEVEL="warning")
         cmd = [sys.executable, "-m", "service", "--port", str(port), "--workers", str(args.workers)]
         log = (root / "server.log").open("wb")
-        server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             return soak(args, server, url, manifest, root / "server.log")

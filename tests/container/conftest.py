@@ -12,7 +12,7 @@ import pytest
 from tests.ci import unavailable
 from tests.container.docker import Container, daemon_problem, docker, new_volume, remove
 from tests.container.docker import run_container as start
-from tests.service.server import REPO
+from tests.support.server import REPO
 
 BUILD_TIMEOUT = 1800.0
 

@@ -15,8 +15,8 @@ from numpy.typing import NDArray
 from tests.container.conftest import RunContainer
 from tests.container.docker import Container, docker, published
 from tests.service.reference import check_predictions
-from tests.service.server import SHIPPED, copy_shipped_models, wait_for
-from tests.service.training_client import TOKEN, submit, wait_done
+from tests.support.server import SHIPPED, copy_shipped_models, wait_for
+from tests.support.training import TOKEN, submit, wait_done
 from trainer import artifacts
 
 Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]

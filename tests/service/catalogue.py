@@ -4,18 +4,16 @@ the one JSON error shape and `check_case` for a whole row. No tests here."""
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 import time
-import zlib
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from numpy.typing import NDArray
-from PIL import Image
+
+from tests.support.requests import encode
+from tests.support.requests import multipart as build_multipart
 
 __all__ = [
     "BOUND",
@@ -30,10 +28,8 @@ __all__ = [
     "assert_error",
     "case",
     "check_case",
-    "encode",
     "multipart",
     "pixels_with",
-    "png_declaring",
     "send",
     "typed",
     "uploads",
@@ -43,20 +39,6 @@ JSON, PNG = "application/json", "image/png"
 BOUND = 10.0  # seconds a request may take before it counts as a hang
 RAW_TYPE = "application/octet-stream"
 RAW = {"content-type": RAW_TYPE}
-
-
-def encode(pixels: NDArray[Any], fmt: str) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8).reshape(28, 28)).save(out, fmt)
-    return out.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height: a decompression bomb's shape."""
-    data = bytearray(encode(np.zeros(784), "PNG"))
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 PIXELS = [0] * 784
@@ -79,13 +61,8 @@ def uploads(*files: tuple[str, bytes]) -> dict[str, Any]:
 
 def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "b0undary") -> dict[str, Any]:
     """A multipart body written by hand, for shapes httpx will not produce."""
-    chunks = []
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
-        chunks.append(head.encode() + data + b"\r\n")
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    return typed(body, f"multipart/form-data; boundary={boundary}")
+    body, content_type = build_multipart([(*part, None) for part in parts], boundary)
+    return typed(body, content_type)
 
 
 def case(name: str, url: str, request: dict[str, Any], status: int, code: str, message: str) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.service.server import Server, run_server
+from tests.support.server import Server, run_server
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ import pytest
 
 from service.modelstore import FolderModelStore as ModelStore
 from tests.ci import unavailable
-from tests.service.server import SHIPPED, Server, copy_shipped_models, run_server, wait_for
-from tests.service.training_client import image, submit, training_children, wait_done
+from tests.support.procs import training_children
+from tests.support.server import SHIPPED, Server, copy_shipped_models, run_server, wait_for
+from tests.support.training import image, submit, wait_done
 from tests.synthetic import write_dataset
 from trainer import artifacts
 from trainer.artifacts import Artifact

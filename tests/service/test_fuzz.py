@@ -2,7 +2,7 @@
 
 Stateful sequences along the schema's links first (a job: start -> status, events, cancel ->
 activate its version; a model: versions -> activate), then every operation with and without the
-token. The checks (tests.service.fuzzing): no 5xx ever; every status, content type, header and
+token. The checks (tests.support.fuzzing): no 5xx ever; every status, content type, header and
 body as documented; schema-invalid input rejected; a created job readable. Bounded for CI: a
 fixed number of derandomized cases. ``python -m bench.fuzz`` runs the same checks for longer.
 """
@@ -19,8 +19,8 @@ import schemathesis
 from schemathesis.errors import FailureGroup
 
 from service.app import create_app
-from tests.service.fuzzing import TOKEN, fuzz, fuzz_config, fuzz_server
-from tests.service.server import Server
+from tests.support.fuzzing import TOKEN, fuzz, fuzz_config, fuzz_server
+from tests.support.server import Server
 
 MAX_EXAMPLES = 250  # per operation and phase, with the token; half that without it
 STATEFUL_EXAMPLES = 100  # sequences of a few calls each

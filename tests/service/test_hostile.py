@@ -27,7 +27,7 @@ from tests.service.catalogue import (
     typed,
 )
 from tests.service.reference import check_predictions
-from tests.service.server import Server, run_server
+from tests.support.server import Server, run_server
 from tests.synthetic import write_dataset
 from trainer import artifacts
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image, ImageFile
 
 from service import inputs
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, ServiceError
+from tests.support.requests import png_declaring
 
 MAX_BATCH = 8
 BIG = 4096 * 4096  # the default SOFTSERVE_MAX_IMAGE_PIXELS
@@ -54,15 +53,6 @@ def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
 
 def gray(pixels: NDArray[Any]) -> Image.Image:
     return Image.fromarray(np.asarray(pixels, dtype=np.uint8).reshape(28, 28))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A 28x28 PNG whose header claims width x height (valid CRC): a decompression bomb's shape."""
-    data = bytearray(encode(Image.new("L", (28, 28)), "PNG"))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 # --- JSON: what is accepted ---------------------------------------------------------------------

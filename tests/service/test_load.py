@@ -1,6 +1,6 @@
-"""A bounded mixed load (bench.soak's request mix, a fixed number of rounds from four clients)
-while a training job runs: every request answered 2xx, the server ready and clean afterwards.
-The timed 60 s soak with wrk is `python -m bench.soak`."""
+"""A bounded mixed load (the request mix bench.soak also sends, a fixed number of rounds from four
+clients) while a training job runs: every request answered 2xx, the server ready and clean
+afterwards. The timed 60 s soak with wrk is `python -m bench.soak`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.soak import mix
-from tests.service.server import run_server
-from tests.service.training_client import AUTH, TOKEN, wait_done
+from tests.support.requests import mix
+from tests.support.server import run_server
+from tests.support.training import AUTH, TOKEN, wait_done
 from tests.synthetic import write_dataset
 
 CLIENTS, ROUNDS = 4, 10
@@ -33,9 +33,9 @@ def test_every_request_of_a_mixed_load_succeeds_while_a_job_trains(
             with server.client() as client:
                 for round_ in range(ROUNDS):
                     for r in requests[index:] + requests[:index]:  # different orders at once
-                        pairs = (("content-type", r.content_type), ("accept", r.accept))
-                        headers = {k: v for k, v in pairs if v is not None}
-                        reply = client.request(r.method, r.path, content=r.body, headers=headers)
+                        reply = client.request(
+                            r.method, r.path, content=r.body, headers=r.headers()
+                        )
                         if 200 <= reply.status_code < 300:
                             answered[index] += 1
                         else:

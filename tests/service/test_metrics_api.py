@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -10,13 +9,13 @@ import httpx
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from PIL import Image
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.service.server import SHIPPED
+from tests.support.requests import png
+from tests.support.server import SHIPPED
 from trainer import artifacts
 from trainer.artifacts import Artifact
 
@@ -51,12 +50,6 @@ def parse_openmetrics(text: str) -> list[Metric]:
         Callable[[str], Iterable[Metric]], openmetrics_parser.text_string_to_metric_families
     )
     return list(parse(text))
-
-
-def png(pixels: NDArray[np.uint8]) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels.reshape(28, 28)).save(out, "PNG")
-    return out.getvalue()
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

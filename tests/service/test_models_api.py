@@ -17,7 +17,7 @@ import pytest
 from numpy.typing import NDArray
 
 from tests.service.reference import check_predictions
-from tests.service.server import SHIPPED, Server, run_server, wait_for
+from tests.support.server import SHIPPED, Server, run_server, wait_for
 from trainer import artifacts
 from trainer.artifacts import Artifact
 from trainer.timestamps import utc_now_iso

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import service.routes
 from service import schemas
-from tests.service.server import Server
+from tests.support.server import Server
 
 ENDPOINTS = {
     ("get", "/health/live"),

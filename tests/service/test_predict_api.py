@@ -28,15 +28,14 @@ from tests.service.catalogue import (
     assert_error,
     case,
     check_case,
-    encode,
     multipart,
     pixels_with,
-    png_declaring,
     typed,
     uploads,
 )
 from tests.service.reference import check_predictions, reference
-from tests.service.server import Server, run_server
+from tests.support.requests import encode, png_declaring
+from tests.support.server import Server, run_server
 from trainer import artifacts
 from trainer.artifacts import Artifact
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.config import Settings
-from tests.service.server import REPO, run_server
-from tests.service.training_client import image
+from tests.support.server import REPO, run_server
+from tests.support.training import image
 from tests.synthetic import write_dataset
 
 PREFLIGHT = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}

@@ -14,7 +14,7 @@ from service import probe
 from service.config import Settings
 from service.modelstore import FolderModelStore as ModelStore
 from service.modelstore import StoreError
-from tests.service.server import (
+from tests.support.server import (
     REPO,
     SHIPPED,
     clean_env,

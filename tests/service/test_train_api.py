@@ -13,15 +13,9 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.service.server import Server, run_server, wait_for
-from tests.service.training_client import (
-    AUTH,
-    TOKEN,
-    image,
-    submit,
-    training_children,
-    wait_done,
-)
+from tests.support.procs import training_children
+from tests.support.server import Server, run_server, wait_for
+from tests.support.training import AUTH, TOKEN, image, submit, wait_done
 from tests.synthetic import write_dataset, write_idx
 from trainer.data import FILES
 

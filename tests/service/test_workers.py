@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.server import Server, run_server, wait_for
+from tests.support.server import Server, run_server, wait_for
 from tests.synthetic import write_dataset
 
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -1,4 +1,5 @@
-"""A real uvicorn process serving the app on 127.0.0.1, for tests that speak HTTP to it."""
+"""Real server processes on 127.0.0.1: the service (or any ASGI app) under uvicorn, or
+``python -m service``, on a fresh copy of the shipped models, stopped by PID."""
 
 from __future__ import annotations
 
@@ -9,16 +10,32 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+__all__ = [
+    "REPO",
+    "SHIPPED",
+    "Server",
+    "clean_env",
+    "copy_shipped_models",
+    "free_port",
+    "run_server",
+    "service_env",
+    "stop",
+    "wait_for",
+    "wait_until_live",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models"
 START_TIMEOUT = 60.0  # generous: a busy CI machine, not the readiness target (measured in bench)
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,6 +76,14 @@ def copy_shipped_models(folder: Path) -> Path:
     return folder
 
 
+def service_env(root: Path, model_dir: Path | None = None, **settings: str) -> dict[str, str]:
+    """A clean environment serving ``model_dir`` (default: a fresh copy of the shipped models in
+    ``root``/models), state in ``root``/state, plus ``settings`` (SOFTSERVE_* names)."""
+    models = model_dir if model_dir is not None else copy_shipped_models(root / "models")
+    paths = {"SOFTSERVE_MODEL_DIR": str(models), "SOFTSERVE_STATE_DIR": str(root / "state")}
+    return clean_env() | paths | settings
+
+
 @contextmanager
 def run_server(
     root: Path,
@@ -69,26 +94,28 @@ def run_server(
     port: int | None = None,
     wait_ready: bool = True,
     entry: str = "uvicorn",
+    app: str = "service.app:app",
+    uvicorn_options: Sequence[str] = ("--log-level", "info"),
+    prefix: Sequence[str] = (),
+    live_path: str = "/health/live",
+    watch_interval: float | None = 0.2,
 ) -> Iterator[Server]:
-    """Start the service on a copy of the shipped models under ``root``; stop it (by PID) on exit.
+    """Start a server on a copy of the shipped models under ``root``; stop it (by PID) on exit.
 
-    ``entry``: "uvicorn" runs ``uvicorn service.app:app``, "service" runs ``python -m service``
-    with --host/--port/--workers, "service-env" runs it with SOFTSERVE_HOST/PORT/WORKERS instead.
+    ``entry``: "uvicorn" runs ``uvicorn APP`` with ``uvicorn_options``, "service" runs
+    ``python -m service`` with --host/--port/--workers, "service-env" runs it with
+    SOFTSERVE_HOST/PORT/WORKERS instead. ``prefix`` goes before the command (``taskset -c 0``);
+    ``live_path`` is asked until it answers 200. ``watch_interval``: how often the server looks
+    at its model folder (short, so tests see promotions soon; None: the service's default).
     """
-    models = model_dir if model_dir is not None else copy_shipped_models(root / "models")
-    state = root / "state"
+    watch = {} if watch_interval is None else {"SOFTSERVE_WATCH_INTERVAL": str(watch_interval)}
+    full_env = service_env(root, model_dir, **watch) | dict(env or {})
+    models = Path(full_env["SOFTSERVE_MODEL_DIR"])
     log = root / f"server-{time.monotonic_ns()}.log"
     port = port if port is not None else free_port()
-    full_env = {
-        **clean_env(),
-        "SOFTSERVE_MODEL_DIR": str(models),
-        "SOFTSERVE_STATE_DIR": str(state),
-        "SOFTSERVE_WATCH_INTERVAL": "0.2",
-        **(env or {}),
-    }
     where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if entry == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "service.app:app", *where, "--log-level", "info"]
+        cmd = [sys.executable, "-m", "uvicorn", app, *where, *uvicorn_options]
     elif entry == "service":
         cmd = [sys.executable, "-m", "service", *where]
     else:
@@ -99,24 +126,26 @@ def run_server(
             "SOFTSERVE_WORKERS": str(workers),
         }
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=out)
-    server = Server(f"http://127.0.0.1:{port}", process, models, state, log)
+        process = subprocess.Popen([*prefix, *cmd], cwd=REPO, env=full_env, stdout=out, stderr=out)
+    server = Server(f"http://127.0.0.1:{port}", process, models, root / "state", log)
     try:
         if wait_ready:
-            wait_until_live(server)
+            wait_until_live(server, live_path)
         yield server
     finally:
         stop(process)
 
 
-def wait_until_live(server: Server, timeout: float = START_TIMEOUT) -> None:
+def wait_until_live(
+    server: Server, path: str = "/health/live", timeout: float = START_TIMEOUT
+) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=server.url, timeout=2.0) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{server.log_text()}")
             try:
-                if client.get("/health/live").status_code == 200:
+                if client.get(path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -125,6 +154,7 @@ def wait_until_live(server: Server, timeout: float = START_TIMEOUT) -> None:
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -134,9 +164,8 @@ def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
             process.wait(10)
 
 
-def wait_for(predicate: object, timeout: float = 60.0, interval: float = 0.1) -> object:
+def wait_for(predicate: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
     """Poll ``predicate()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -1,17 +1,16 @@
-"""Helpers for tests that train through the service: the token, submitting, waiting for a job's
-end, one synthetic image, and the training processes of a server. No tests here."""
+"""Training through the API: the token the test servers use, submitting a job, waiting for its
+end, and one synthetic image to predict with."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.service.server import wait_for
+from tests.support.server import wait_for
 from tests.synthetic import make_images
 
-__all__ = ["AUTH", "TERMINAL", "TOKEN", "image", "submit", "training_children", "wait_done"]
+__all__ = ["AUTH", "TERMINAL", "TOKEN", "image", "submit", "wait_done"]
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,21 +38,3 @@ def submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 
 def image() -> list[int]:
     return [int(v) for v in make_images(1, 10, seed=5)[0][0].reshape(-1)]
-
-
-def training_children(pid: int) -> list[int]:
-    """Direct children of ``pid`` started by multiprocessing's spawn: the training processes
-    (not its resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        if ppid == pid and "spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found

@@ -17,7 +17,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 from schemathesis.engine.recorder import ScenarioRecorder
 
-from tests.service.server import Server, run_server
+from tests.support.server import Server, run_server
 from tests.synthetic import write_dataset
 
 __all__ = [
