@@ -25,7 +25,8 @@ from service.fastpath import FastPath
 from service.jobs.record import Job
 from service.jobs.runner import JobRunner
 from service.jobs.sqlite import SQLiteJobStore
-from service.modelstore import FolderModelStore, StoreError
+from service.modelstore import StoreError
+from service.modelstore.folder import FolderModelStore
 from service.predicting import Limits, Predictor
 from service.registry import Registry
 from service.routes import health, metrics, models, predict, train

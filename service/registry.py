@@ -14,8 +14,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,30 +34,26 @@ log = logging.getLogger("softserve.registry")
 KEPT_CACHE_SIZE = 8  # kept versions held in memory per worker, besides the active ones
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Served:
     """One loaded model version, with what the prediction path needs ready to hand."""
 
     name: str
     artifact: Artifact
-    loaded_at: str
     stamp: Hashable | None  # the store's active_stamp it was loaded at; None: a kept version
-    kind: Kind = field(init=False)
-    version: str = field(init=False)
-    weights: NDArray[np.float32] = field(init=False)
-    bias: NDArray[np.float32] = field(init=False)
-    class_names: tuple[str, ...] = field(init=False)
+    loaded_at: str
+    kind: Kind
+    version: str
+    weights: NDArray[np.float32]
+    bias: NDArray[np.float32]
+    class_names: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        a = self.artifact
-        for key, value in (
-            ("kind", a.kind),
-            ("version", a.version),
-            ("weights", a.weights),
-            ("bias", a.bias),
-            ("class_names", a.class_names),
-        ):
-            object.__setattr__(self, key, value)
+    @classmethod
+    def now(cls, name: str, artifact: Artifact, stamp: Hashable | None = None) -> Served:
+        """``artifact`` served as ``name`` from now on."""
+        a = artifact
+        return cls(name, a, stamp, utc_now_iso(), a.kind, a.version, a.weights, a.bias,
+                   a.class_names)  # fmt: skip
 
 
 class Registry:
@@ -103,28 +100,27 @@ class Registry:
 
     def load_version(self, name: str, version: str) -> Served:
         """``version`` of the served model ``name``, loaded from the store if need be (blocking
-        I/O: call it off the event loop). 422 for a malformed version, 404 for one not kept."""
-        try:
-            check_version(version)
-        except StoreError as e:
-            raise InvalidInput(str(e), code="invalid_version") from None
+        I/O: call it off the event loop). 422 for a malformed version or one that fails
+        validation, 404 for one not kept."""
         held = self.in_memory(name, version)
         if held is not None:
             return held
-        try:
-            artifact = self.store.load_version(name, version)
-        except StoreError as e:
-            raise NotFound(str(e), code="unknown_version") from None
-        except ArtifactError as e:
-            raise InvalidInput(
-                f"version {version!r} cannot be served: {e.problem}", code="invalid_artifact"
-            ) from None
-        served = Served(name, artifact, utc_now_iso(), None)
+        with _kept_version(version):
+            served = Served.now(name, self.store.load_version(name, version))
         with self._kept_lock:
             self._kept[(name, version)] = served
             while len(self._kept) > KEPT_CACHE_SIZE:
                 self._kept.popitem(last=False)
         return served
+
+    def activate(self, name: str, version: str) -> Served:
+        """Make a kept version of the served model ``name`` its active one, in the store (so
+        for every worker), and serve it here at once (blocking I/O). Errors as load_version."""
+        self.get(name)
+        with _kept_version(version):
+            self.store.activate(name, version)
+        self.catch_up(name, version)
+        return self.get(name)
 
     def refresh(self) -> list[str]:
         """Load what changed in the store (blocking I/O: call it off the event loop).
@@ -170,7 +166,7 @@ class Registry:
                 log.info(
                     "model %s: serving version %s (pid %d)", name, artifact.version, os.getpid()
                 )
-            models[name] = Served(name, artifact, utc_now_iso(), stamp)
+            models[name] = Served.now(name, artifact, stamp)
         for name in set(models) - names:
             del models[name]
             changed.append(name)
@@ -193,6 +189,24 @@ class Registry:
         when no model is served or they were trained on different data."""
         found = {served.artifact.dataset_class_names for served in self.models.values()}
         return found.pop() if len(found) == 1 else None
+
+
+@contextmanager
+def _kept_version(version: str) -> Iterator[None]:
+    """Checks ``version`` now (422 invalid_version), and turns the store's errors about it in
+    the block into the service's: 404 unknown_version, 422 invalid_artifact."""
+    try:
+        check_version(version)
+    except StoreError as e:
+        raise InvalidInput(str(e), code="invalid_version") from None
+    try:
+        yield
+    except StoreError as e:
+        raise NotFound(str(e), code="unknown_version") from None
+    except ArtifactError as e:
+        raise InvalidInput(
+            f"version {version!r} cannot be served: {e.problem}", code="invalid_artifact"
+        ) from None
 
 
 def _reason(error: StoreError | OSError) -> str:

@@ -99,13 +99,7 @@ def _train(
         reason = exc.strerror or type(exc).__name__
         store.finish(job.id, "failed", error=f"could not save the new version: {reason}")
         return
-    done = store.finish(
-        job.id,
-        "succeeded",
-        version=promotion.version,
-        promoted=promotion.promoted,
-        promotion_reason=promotion.reason,
-    )
+    done = store.finish(job.id, "succeeded", promotion=promotion)
     if not done:  # ended by someone else between the last check and the save
         print(
             f"softserve: job {job.id} had already ended when its version {promotion.version} "

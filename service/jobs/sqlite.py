@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
 from service.jobs.store import QueueFull
 from trainer.timestamps import utc_now_iso
+
+if TYPE_CHECKING:  # not at run time: the training child opens this store before NumPy loads
+    from service.modelstore import Promotion
 
 __all__ = ["SQLiteJobStore"]
 
@@ -192,11 +195,7 @@ class SQLiteJobStore:
             )
 
     def reap(
-        self,
-        *,
-        owner: str,
-        stale_after: float,
-        owner_alive: Callable[[str], bool] | None = None,
+        self, *, owner: str, stale_after: float, owner_alive: Callable[[str], bool] | None = None
     ) -> builtins.list[Job]:
         """Fail the running jobs of other owners that are gone: silent for ``stale_after``
         seconds, or owned by a process ``owner_alive`` says is dead. ``owner``'s own jobs are
@@ -256,24 +255,15 @@ class SQLiteJobStore:
         return row is None or bool(row["cancel_requested"]) or row["status"] in TERMINAL
 
     def finish(
-        self,
-        job_id: str,
-        status: JobStatus,
-        *,
-        error: str | None = None,
-        version: str | None = None,
-        promoted: bool | None = None,
-        promotion_reason: str | None = None,
-    ) -> bool:
-        """End a job, unless it has already ended; returns whether this call ended it."""
+        self, job_id: str, status: JobStatus, *, error: str | None = None,
+        promotion: Promotion | None = None,
+    ) -> bool:  # fmt: skip
         if status not in TERMINAL:
             raise ValueError(f"finish needs a terminal status, got {status!r}")
         if not self._exists():
             return False
         with self._write() as conn:
-            return (
-                _end(conn, job_id, status, error, version, promoted, promotion_reason) is not None
-            )
+            return _end(conn, job_id, status, error, promotion) is not None
 
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present (zero included)."""
@@ -322,11 +312,14 @@ def _end(
     job_id: str,
     status: JobStatus,
     error: str | None,
-    version: str | None = None,
-    promoted: bool | None = None,
-    promotion_reason: str | None = None,
+    promotion: Promotion | None = None,
 ) -> Job | None:
     """End a job that has not ended yet; returns it, or None if it had ended (or is unknown)."""
+    version, promoted, promotion_reason = (
+        (None, None, None)
+        if promotion is None
+        else (promotion.version, promotion.promoted, promotion.reason)
+    )
     changed = conn.execute(
         "UPDATE jobs SET status = ?, error = ?, version = ?, promoted = ?, promotion_reason = ?,"
         f" finished_at = ?, updated_at = ? WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",

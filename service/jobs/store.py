@@ -10,9 +10,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.jobs.record import Job, JobStatus
+
+if TYPE_CHECKING:  # not at run time: the training child imports this before NumPy may load
+    from service.modelstore import Promotion
 
 __all__ = ["JobStore", "QueueFull", "open_job_store"]
 
@@ -55,11 +58,7 @@ class JobStore(Protocol):
         ...
 
     def reap(
-        self,
-        *,
-        owner: str,
-        stale_after: float,
-        owner_alive: Callable[[str], bool] | None = None,
+        self, *, owner: str, stale_after: float, owner_alive: Callable[[str], bool] | None = None
     ) -> builtins.list[Job]:
         """Fail, as interrupted, the running jobs of other owners that are gone; returns them."""
         ...
@@ -75,16 +74,11 @@ class JobStore(Protocol):
         ...
 
     def finish(
-        self,
-        job_id: str,
-        status: JobStatus,
-        *,
-        error: str | None = None,
-        version: str | None = None,
-        promoted: bool | None = None,
-        promotion_reason: str | None = None,
-    ) -> bool:
-        """End a job, unless it has already ended; returns whether this call ended it."""
+        self, job_id: str, status: JobStatus, *, error: str | None = None,
+        promotion: Promotion | None = None,
+    ) -> bool:  # fmt: skip
+        """End a job (with the version it made, and whether and why it was promoted), unless it
+        has already ended; returns whether this call ended it."""
         ...
 
     def prune(self, keep: int) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.modelstore.base import (
+from service.modelstore import (
     NAME_RE,
     Promotion,
     StoreError,

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import TOKEN, TokenFirstRoute
-from service.errors import InvalidInput, NotFound
-from service.modelstore import ModelStore, StoreError, check_version
+from service.modelstore import ModelStore, StoreError
 from service.openapi import errors, link
 from service.registry import Served
 from service.schemas import ActivateRequest, ModelDetail, ModelList, ModelSummary, Versions
@@ -152,20 +151,6 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
     },
 )
 async def activate(request: Request, name: str, body: ActivateRequest) -> dict[str, Any]:
-    state = get_state(request)
-    state.registry.get(name)
-    try:
-        check_version(body.version)
-    except StoreError as e:
-        raise InvalidInput(str(e), code="invalid_version") from None
-    try:
-        await run_in_threadpool(state.models.activate, name, body.version)
-    except StoreError as e:
-        raise NotFound(str(e), code="unknown_version") from e
-    except ArtifactError as e:
-        raise InvalidInput(
-            f"version {body.version!r} cannot be served: {e.problem}", code="invalid_artifact"
-        ) from e
-    await run_in_threadpool(state.registry.catch_up, name, body.version)
-    served = state.registry.get(name)
-    return summary(served, state.registry.problems.get(name))
+    registry = get_state(request).registry
+    served = await run_in_threadpool(registry.activate, name, body.version)
+    return summary(served, registry.problems.get(name))

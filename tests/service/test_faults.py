@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.modelstore import FolderModelStore as ModelStore
+from service.modelstore.folder import FolderModelStore
 from tests.ci import unavailable
 from tests.support.procs import training_children
 from tests.support.server import SHIPPED, Server, copy_shipped_models, run_server, wait_for
@@ -120,7 +120,7 @@ def test_a_failed_swap_removes_the_version_it_had_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills between keeping the new version and writing the active file."""
-    store = ModelStore(copy_shipped_models(tmp_path / "models"))
+    store = FolderModelStore(copy_shipped_models(tmp_path / "models"))
     shipped = artifacts.load(SHIPPED / "softmax.npz")
     meta = shipped.meta | {"version": artifacts.new_version()}
     new = Artifact(shipped.weights, shipped.bias, meta)

@@ -23,7 +23,7 @@ from service.jobs.child import run_job
 from service.jobs.record import INTERRUPTED, TERMINAL, Job
 from service.jobs.runner import JobRunner, exit_reason, new_owner_id, owner_alive, pid_alive
 from service.jobs.sqlite import SQLiteJobStore as JobStore
-from service.modelstore import FolderModelStore as ModelStore
+from service.modelstore.folder import FolderModelStore
 from tests.synthetic import make_images, write_dataset, write_idx
 from trainer import artifacts
 from trainer.data import FILES
@@ -62,7 +62,7 @@ class Finished:
 def runner_for(store: JobStore, model_dir: Path, data_dir: Path | None, **kwargs: Any) -> JobRunner:
     kwargs.setdefault("concurrency", 1)
     kwargs.setdefault("poll_interval", 0.05)
-    return JobRunner(store, models=ModelStore(model_dir), data_dir=data_dir, **kwargs)
+    return JobRunner(store, models=FolderModelStore(model_dir), data_dir=data_dir, **kwargs)
 
 
 @asynccontextmanager
@@ -156,7 +156,7 @@ def test_a_job_trains_saves_and_promotes(
     assert job.progress is not None and job.progress["fraction"] == 1.0
     assert job.progress["step"] == job.progress["total_steps"]
     assert job.version is not None
-    new = ModelStore(model_dir).load_version("softmax", job.version)
+    new = FolderModelStore(model_dir).load_version("softmax", job.version)
     accuracy = new.meta["metrics"]["test"]["accuracy"]
     shipped_accuracy = shipped.meta["metrics"]["test"]["accuracy"]  # 0.848 on Fashion-MNIST
     # the synthetic classes are easy: the new model beats the shipped one, so it is promoted
@@ -359,7 +359,7 @@ def test_two_runners_on_one_store_run_each_job_once(
     versions = {job.version for job in jobs}
     assert len(versions) == 5
     shipped = artifacts.load(ROOT / "models" / "softmax.npz").version
-    assert set(ModelStore(model_dir).versions("softmax")) == versions | {shipped}
+    assert set(FolderModelStore(model_dir).versions("softmax")) == versions | {shipped}
 
 
 def _parent_of_a_training_child(job_id: str, db: str, model_dir: str, data_dir: Path) -> None:

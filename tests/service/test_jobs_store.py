@@ -14,6 +14,7 @@ import pytest
 from service.jobs.record import INTERRUPTED, TERMINAL
 from service.jobs.sqlite import SQLiteJobStore as JobStore
 from service.jobs.store import QueueFull
+from service.modelstore import Promotion
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_cancel_queued_running_finished_and_unknown(store: JobStore) -> None:
     assert (flagged.status, flagged.cancel_requested) == ("running", True)
     assert store.is_cancel_requested(running.id)
     store.claim("w1", concurrency=2)
-    store.finish(done.id, "succeeded", version="v1")
+    store.finish(done.id, "succeeded", promotion=Promotion("v1", True, "promoted"))
     after = store.request_cancel(done.id)
     assert after is not None and (after.status, after.cancel_requested) == ("succeeded", False)
     assert store.request_cancel("f" * 32) is None
@@ -146,9 +147,7 @@ def test_cancel_queued_running_finished_and_unknown(store: JobStore) -> None:
 def test_finish_never_overwrites_an_ended_job(store: JobStore) -> None:
     job = store.submit("softmax", {}, False, queue_limit=10)
     store.claim("w1", concurrency=1)
-    assert store.finish(
-        job.id, "succeeded", version="v1", promoted=False, promotion_reason="kept: worse"
-    )
+    assert store.finish(job.id, "succeeded", promotion=Promotion("v1", False, "kept: worse"))
     assert not store.finish(job.id, "failed", error="late")
     assert not store.finish(job.id, "cancelled", error="late")
     ended = store.get(job.id)

@@ -17,22 +17,31 @@ import service.routes
 from service import schemas
 from tests.support.server import Server
 
-ENDPOINTS = {
-    ("get", "/health/live"),
-    ("get", "/health/ready"),
-    ("post", "/predict"),
-    ("post", "/models/{name}/predict"),
-    ("get", "/models"),
-    ("get", "/models/{name}"),
-    ("get", "/models/{name}/versions"),
-    ("post", "/models/{name}/activate"),
-    ("post", "/train"),
-    ("get", "/train"),
-    ("get", "/train/{job_id}"),
-    ("delete", "/train/{job_id}"),
-    ("get", "/train/{job_id}/events"),
-    ("get", "/metrics"),
+# The JSON responses and the models they are declared with.
+TYPED = {
+    (method.lower(), path): model
+    for method, path, model in (
+        line.split()
+        for line in """
+            GET /health/live Live
+            GET /health/ready Ready
+            POST /predict PredictResponse
+            POST /models/{name}/predict PredictResponse
+            GET /models ModelList
+            GET /models/{name} ModelDetail
+            GET /models/{name}/versions Versions
+            POST /models/{name}/activate ModelSummary
+            POST /train Job
+            GET /train JobList
+            GET /train/{job_id} Job
+            DELETE /train/{job_id} Job
+            GET /metrics MetricsReport
+        """.strip().splitlines()
+    )
 }
+# Every endpoint: the JSON ones, and the event stream.
+ENDPOINTS = {*TYPED, ("get", "/train/{job_id}/events")}
+GUARDED = {("post", "/train"), ("delete", "/train/{job_id}"), ("post", "/models/{name}/activate")}
 
 
 @pytest.fixture(scope="module")
@@ -136,25 +145,6 @@ def test_docs_pages_answer(client: httpx.Client) -> None:
     assert "swagger-ui" in docs.text
     assert "/openapi.json" in docs.text
     assert client.get("/redoc").status_code == 200
-
-
-# The JSON responses and the models they are declared with.
-TYPED = {
-    ("get", "/health/live"): "Live",
-    ("get", "/health/ready"): "Ready",
-    ("post", "/predict"): "PredictResponse",
-    ("post", "/models/{name}/predict"): "PredictResponse",
-    ("get", "/models"): "ModelList",
-    ("get", "/models/{name}"): "ModelDetail",
-    ("get", "/models/{name}/versions"): "Versions",
-    ("post", "/models/{name}/activate"): "ModelSummary",
-    ("post", "/train"): "Job",
-    ("get", "/train"): "JobList",
-    ("get", "/train/{job_id}"): "Job",
-    ("delete", "/train/{job_id}"): "Job",
-    ("get", "/metrics"): "MetricsReport",
-}
-GUARDED = {("post", "/train"), ("delete", "/train/{job_id}"), ("post", "/models/{name}/activate")}
 
 
 def test_every_json_response_is_typed(spec: dict[str, Any]) -> None:

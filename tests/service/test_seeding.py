@@ -12,8 +12,8 @@ import pytest
 
 from service import probe
 from service.config import Settings
-from service.modelstore import FolderModelStore as ModelStore
 from service.modelstore import StoreError
+from service.modelstore.folder import FolderModelStore
 from tests.support.server import (
     REPO,
     SHIPPED,
@@ -27,7 +27,7 @@ from trainer.artifacts import Artifact
 
 
 def test_seed_fills_an_empty_folder_with_the_same_models(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "models")
+    store = FolderModelStore(tmp_path / "models")
     assert store.seed_from(SHIPPED) == ["binary", "softmax"]
     for name in ("softmax", "binary"):
         seeded, shipped = (artifacts.load(p / f"{name}.npz") for p in (store.root, SHIPPED))
@@ -39,7 +39,7 @@ def test_seed_fills_an_empty_folder_with_the_same_models(tmp_path: Path) -> None
 def test_seed_leaves_models_the_folder_already_has(tmp_path: Path) -> None:
     """A volume holding trained versions keeps them: a model with an active file, or with kept
     versions only (its active file removed by hand), is not seeded again."""
-    store = ModelStore(tmp_path / "models")
+    store = FolderModelStore(tmp_path / "models")
     shipped = artifacts.load(SHIPPED / "softmax.npz")
     mine = artifacts.new_version()
     meta = shipped.meta | {"version": mine}
@@ -52,7 +52,7 @@ def test_seed_leaves_models_the_folder_already_has(tmp_path: Path) -> None:
 
 def test_seeding_a_folder_that_has_every_model_writes_nothing(tmp_path: Path) -> None:
     """So a read-only model volume still starts: no lock file, no write at all."""
-    store = ModelStore(copy_shipped_models(tmp_path / "models"))
+    store = FolderModelStore(copy_shipped_models(tmp_path / "models"))
     before = sorted(p.name for p in store.root.iterdir())
     assert store.seed_from(SHIPPED) == []
     assert sorted(p.name for p in store.root.iterdir()) == before  # no .lock either
@@ -62,7 +62,7 @@ def test_a_bad_seed_file_is_named_and_the_good_ones_still_land(tmp_path: Path) -
     seeds = copy_shipped_models(tmp_path / "seeds")
     (seeds / "broken.npz").write_bytes(b"not a zip")
     (seeds / "Not A Name.npz").write_bytes(b"ignored: not a model name")
-    store = ModelStore(tmp_path / "models")
+    store = FolderModelStore(tmp_path / "models")
     with pytest.raises(StoreError, match=r"broken\.npz"):
         store.seed_from(seeds)
     assert store.names() == ["binary", "softmax"]
