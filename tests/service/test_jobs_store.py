@@ -1,4 +1,6 @@
-"""The job store on real SQLite files: queue limit, claims raced by processes, cancel, reap."""
+"""The job store: the contract every backend keeps (the `store` fixture is parametrized over the
+backends; SQLite today): queue limit, claims raced by processes, cancel, reap, progress; and
+what only the SQLite file does."""
 
 from __future__ import annotations
 
@@ -11,15 +13,30 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.record import INTERRUPTED, TERMINAL
-from service.jobs.sqlite import SQLiteJobStore as JobStore
-from service.jobs.store import QueueFull
+from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL
+from service.jobs.sqlite import SQLiteJobStore
+from service.jobs.store import JobStore, QueueFull, open_job_store
 from service.modelstore import Promotion
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "state" / "jobs.sqlite3")
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
+    assert request.param == "sqlite"
+    return open_job_store(str(tmp_path / "state" / "jobs.sqlite3"))
+
+
+def test_a_new_store_is_empty(store: JobStore) -> None:
+    assert store.list() == [] and store.get("0" * 32) is None
+    assert store.counts() == dict.fromkeys(STATUSES, 0)
+    assert store.claim("w1", concurrency=1) is None
+    assert store.reap(owner="w1", stale_after=0) == []
+    assert store.prune(0) == 0
+    assert store.request_cancel("0" * 32) is None
+
+
+def test_a_location_opens_the_same_store(store: JobStore) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=5)
+    assert open_job_store(store.location).get(job.id) == job
 
 
 def test_submit_get_and_to_dict(store: JobStore) -> None:
@@ -35,13 +52,39 @@ def test_submit_get_and_to_dict(store: JobStore) -> None:
     assert view["created_at"].endswith("Z")
 
 
+# --- the SQLite file -----------------------------------------------------------------------------
+
+
+def test_no_file_nor_folder_until_the_first_job(tmp_path: Path) -> None:
+    """Reads, claims and reaps of a store nobody submitted to yet create nothing: a server
+    started in the wrong folder leaves no stray state/ behind."""
+    path = tmp_path / "state" / "jobs.sqlite3"
+    store = SQLiteJobStore(path)
+    assert store.list() == [] and store.claim("w1", concurrency=1) is None
+    store.heartbeat("w1")
+    assert store.reap(owner="w1", stale_after=0) == []
+    assert not (tmp_path / "state").exists()
+    store.submit("softmax", {}, False, queue_limit=5)
+    assert path.is_file()
+
+
+def test_a_store_sees_a_file_another_process_created(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    reader = SQLiteJobStore(path)
+    assert reader.counts()["queued"] == 0
+    job = SQLiteJobStore(path).submit("softmax", {}, False, queue_limit=5)
+    assert reader.get(job.id) == job
+    claimed = reader.claim("w1", concurrency=1)
+    assert claimed is not None and claimed.id == job.id
+
+
 def test_jobs_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
-    first = JobStore(path)
+    first = SQLiteJobStore(path)
     job = first.submit("binary", {"positive": ["Shirt"]}, True, queue_limit=5)
     first.claim("w1", concurrency=1)
     first.update_progress(job.id, {"fraction": 0.5}, {"phase": "select", "epoch": 1})
-    again = JobStore(path).get(job.id)
+    again = SQLiteJobStore(path).get(job.id)
     assert again is not None
     assert (again.status, again.owner, again.force) == ("running", "w1", True)
     assert again.params == {"positive": ["Shirt"]}
@@ -77,7 +120,7 @@ def test_claim_takes_the_oldest_and_respects_concurrency_across_owners(store: Jo
 
 def _claim_all(path: str, owner: str, concurrency: int) -> list[str]:
     """Runs in a pool process: claim until nothing more can be claimed."""
-    store = JobStore(Path(path))
+    store = SQLiteJobStore(Path(path))
     claimed = []
     while (job := store.claim(owner, concurrency=concurrency)) is not None:
         claimed.append(job.id)
@@ -87,7 +130,7 @@ def _claim_all(path: str, owner: str, concurrency: int) -> list[str]:
 @pytest.mark.parametrize("concurrency", [20, 7])
 def test_processes_racing_to_claim_take_each_job_once(tmp_path: Path, concurrency: int) -> None:
     path = tmp_path / "jobs.sqlite3"
-    store = JobStore(path)
+    store = SQLiteJobStore(path)
     ids = {store.submit("softmax", {}, False, queue_limit=100).id for _ in range(20)}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=context) as pool:
@@ -104,7 +147,7 @@ def test_processes_racing_to_claim_take_each_job_once(tmp_path: Path, concurrenc
 def _open_and_submit(path: str, start: float) -> str:
     """Runs in a pool process: wait for the shared start time, then create the store at once."""
     time.sleep(max(0.0, start - time.time()))
-    return JobStore(Path(path)).submit("softmax", {}, False, queue_limit=100).id
+    return SQLiteJobStore(Path(path)).submit("softmax", {}, False, queue_limit=100).id
 
 
 def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
@@ -117,7 +160,7 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) ->
         start = time.time() + 0.5
         futures = [pool.submit(_open_and_submit, str(path), start) for _ in range(4)]
         ids = [future.result(timeout=120) for future in futures]
-    store = JobStore(path)
+    store = SQLiteJobStore(path)
     assert {job.id for job in store.list()} == set(ids)
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
