@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import logging
+import multiprocessing
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -149,6 +150,14 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         log.warning("removed %s, left by an interrupted save", leftover)
     if (problem := store.problem()) is not None:
         log.warning("%s", problem)
+    if settings.prometheus_multiproc_dir is None and multiprocessing.parent_process() is not None:
+        log.warning(
+            "this worker runs in a child process (uvicorn --workers N, or --reload) and "
+            "PROMETHEUS_MULTIPROC_DIR is not set: with several workers, each Prometheus scrape "
+            "of /metrics counts only the requests of the worker that answers it. "
+            "python -m service --workers N sets it up; else set PROMETHEUS_MULTIPROC_DIR to an "
+            "empty folder"
+        )
     registry = Registry(store, settings.required_models)
     registry.refresh()
     jobs = SQLiteJobStore(settings.job_store_dir / "jobs.sqlite3")

@@ -130,8 +130,8 @@ def _unparsable(cause: BaseException | None) -> ServiceError:
 
 
 def _allowed(request: Request) -> str | None:
-    """Every method the path answers, from the documented paths. Starlette's 405 names only the
-    first route matching the path, so `Allow: POST` left out GET /train (schemathesis found it)."""
+    """Every method the path answers, from the documented paths: Starlette's 405 names only the
+    methods of the first route matching the path (POST /train's, not GET's too)."""
     app: FastAPI = request.app
     methods: set[str] = set()
     for template, operations in app.openapi()["paths"].items():

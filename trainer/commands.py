@@ -139,7 +139,14 @@ def sweep(args: argparse.Namespace) -> None:
     header = ["lr", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
               "test_acc", "seconds", "chosen"]  # fmt: skip
     print(report.table(header, rows))
-    print("chosen: the lowest validation loss (the test columns are for reporting only)")
+    default = TrainConfig().learning_rate
+    print(
+        "chosen: the rate whose run ended with the lowest validation loss, for this seed and\n"
+        "these settings, without the refit (the test columns are for reporting only).\n"
+        f"The default rate, {default:g}, comes from comparing rates over several seeds each\n"
+        "(docs/training.md): one sweep may prefer a neighbouring rate by less than the runs\n"
+        "vary from one seed to the next."
+    )
     if args.plot:
         report.plot_sweep(curves, args.plot, f"{args.model} on {dataset.name}: learning rates")
         print(f"wrote {args.plot}")

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from service import inputs
 from service.app import FAST_ROUTES, SoftserveApp, create_app
@@ -256,13 +257,13 @@ def test_before_startup_and_for_multipart_the_framework_answers(tmp_path: Path) 
     """No predictor yet (outside the lifespan), or a multipart body: handed on untouched."""
     handed: list[str] = []
 
-    async def framework(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
         handed.append(scope["path"])
 
-    async def never() -> dict[str, Any]:
+    async def never() -> Message:
         raise AssertionError("the body was read")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         raise AssertionError("the fast path answered")
 
     telemetry = Telemetry(dict, dict)

@@ -1,10 +1,12 @@
 """``python -m service --workers 2``: one job store, each job run once, every worker serving new
-versions, metrics counted across workers."""
+versions, metrics counted across workers; and what the start-up log says when they are not, or
+when there are no models where the server looks."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -116,3 +118,37 @@ def test_prometheus_counts_every_workers_requests(server: Server) -> None:
     assert len(pids) == 2
     # every scrape, whichever worker answers it, counts both workers' predictions
     assert [scrape()["binary"] - before for _ in range(8)] == [90.0] * 8
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" not in server.log_text()
+
+
+def test_uvicorn_workers_without_a_shared_metrics_folder_warn_at_start(tmp_path: Path) -> None:
+    """Under plain ``uvicorn --workers 2`` each worker counts its own requests only: the log
+    says so, and how to fix it."""
+    with run_server(tmp_path, workers=2) as running:
+        wait_for(lambda: running.log_text().count("Application startup complete") >= 2)
+        log = running.log_text()
+    assert log.count("PROMETHEUS_MULTIPROC_DIR is not set") == 2
+    assert "python -m service --workers N sets it up" in log
+
+
+def test_a_server_started_outside_the_checkout_says_where_it_looked(tmp_path: Path) -> None:
+    """``python -m service`` in a folder without models/: one clear line with the absolute path
+    and the fix, readiness says what is missing, and no stray state folder appears."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # the defaults: ./models, and state/ beside it
+    env: dict[str, str | None] = {"SOFTSERVE_MODEL_DIR": None, "SOFTSERVE_STATE_DIR": None}
+    with run_server(tmp_path, env, entry="service", cwd=elsewhere) as running:
+        with running.client() as client:
+            ready = client.get("/health/ready")
+            predicted = client.post("/predict", json={"pixels": [0] * 784})
+        log = running.log_text()
+    assert ready.status_code == 503
+    assert (
+        "model 'softmax' is not loaded: no softmax.npz in models"
+        in ready.json()["error"]["message"]
+    )
+    assert predicted.status_code == 404
+    assert f"the model folder {elsewhere / 'models'} does not exist" in log
+    assert "SOFTSERVE_MODEL_DIR" in log
+    assert list(elsewhere.iterdir()) == []  # no state/, no models/

@@ -87,7 +87,7 @@ def service_env(root: Path, model_dir: Path | None = None, **settings: str) -> d
 @contextmanager
 def run_server(
     root: Path,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     *,
     workers: int = 1,
     model_dir: Path | None = None,
@@ -99,6 +99,7 @@ def run_server(
     prefix: Sequence[str] = (),
     live_path: str = "/health/live",
     watch_interval: float | None = 0.2,
+    cwd: Path = REPO,
 ) -> Iterator[Server]:
     """Start a server on a copy of the shipped models under ``root``; stop it (by PID) on exit.
 
@@ -107,10 +108,16 @@ def run_server(
     SOFTSERVE_HOST/PORT/WORKERS instead. ``prefix`` goes before the command (``taskset -c 0``);
     ``live_path`` is asked until it answers 200. ``watch_interval``: how often the server looks
     at its model folder (short, so tests see promotions soon; None: the service's default).
+    ``env`` adds to the server's environment; a None value leaves that variable unset.
     """
     watch = {} if watch_interval is None else {"SOFTSERVE_WATCH_INTERVAL": str(watch_interval)}
-    full_env = service_env(root, model_dir, **watch) | dict(env or {})
-    models = Path(full_env["SOFTSERVE_MODEL_DIR"])
+    full_env = service_env(root, model_dir, **watch)
+    for key, value in (env or {}).items():  # None: not set at all
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    models = cwd / full_env.get("SOFTSERVE_MODEL_DIR", "models")
     log = root / f"server-{time.monotonic_ns()}.log"
     port = port if port is not None else free_port()
     where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -126,7 +133,7 @@ def run_server(
             "SOFTSERVE_WORKERS": str(workers),
         }
     with log.open("wb") as out:
-        process = subprocess.Popen([*prefix, *cmd], cwd=REPO, env=full_env, stdout=out, stderr=out)
+        process = subprocess.Popen([*prefix, *cmd], cwd=cwd, env=full_env, stdout=out, stderr=out)
     server = Server(f"http://127.0.0.1:{port}", process, models, root / "state", log)
     try:
         if wait_ready:

@@ -297,6 +297,8 @@ def test_sweep_prints_a_row_per_learning_rate(
     chosen = [lr for lr, row in rows.items() if row["chosen"] == "yes"]
     assert len(chosen) == 1
     assert chosen[0] == min(rows, key=lambda lr: float(rows[lr]["val_loss"]))
+    assert "chosen: the rate whose run ended with the lowest validation loss" in out
+    assert "The default rate, 0.1, comes from comparing rates over several seeds" in out
 
 
 def test_plot_writes_a_png(
