@@ -13,58 +13,89 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_table"]
 
 
 class Settings(BaseSettings):
-    """Every knob of the service. The README's settings table lists these."""
+    """Every knob of the service; docs/configuration.md shows `settings_table()` of them."""
 
     model_config = SettingsConfigDict(env_prefix="SOFTSERVE_", extra="ignore", frozen=True)
 
-    host: str = Field("127.0.0.1", description="Address python -m service binds (container: all)")
+    host: str = Field(
+        "127.0.0.1", description="address `python -m service` binds (the container: `0.0.0.0`)"
+    )
     # not SOFTSERVE_PORT: Kubernetes sets that to "tcp://..." for a Service named softserve
-    http_port: int = Field(8000, ge=1, le=65535, description="Port python -m service listens on")
-    workers: int = Field(1, ge=1, le=64, description="Worker processes of python -m service")
-    model_dir: Path = Field(Path("models"), description="Folder of <name>.npz artifacts to serve")
+    http_port: int = Field(
+        8000,
+        ge=1,
+        le=65535,
+        description="port `python -m service` listens on, and the health probe asks; not "
+        "`SOFTSERVE_PORT`, which Kubernetes sets for a Service named `softserve`",
+    )
+    workers: int = Field(1, ge=1, le=64, description="worker processes of `python -m service`")
+    model_dir: Path = Field(
+        Path("models"),
+        description="folder of `<name>.npz` artifacts served, and their kept versions; a "
+        "relative path is taken from the folder the server starts in",
+    )
     state_dir: Path | None = Field(
-        None, description="Job store folder; default: a 'state' folder beside the model folder"
+        None,
+        description="job store folder (`jobs.sqlite3`), made by the first job; unset: `state` "
+        "beside the model folder",
     )
     seed_dir: Path | None = Field(
         None,
-        description="Folder of models copied into the model folder when it has never had them "
-        "(the container's first start); unset: none",
+        description="folder of models copied into the model folder when it has never had them "
+        "(the container sets it to the shipped models)",
     )
     data_dir: Path | None = Field(
-        None, description="Training data folder (IDX files); default: the trainer's lookup"
+        None,
+        description="training data folder (the four IDX files); unset: the trainer's lookup "
+        "(docs/training.md)",
     )
     api_token: SecretStr | None = Field(
-        None, description="Bearer token for /train, cancel and activate; unset: no auth"
+        None, description="bearer token for `/train`, cancelling and activating; unset: no auth"
     )
-    default_model: str = Field("softmax", description="Model /predict uses without ?model=")
+    default_model: str = Field("softmax", description="model `/predict` uses without `?model=`")
     required_models: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("softmax", "binary"), description="Models that must be loaded for /health/ready"
+        ("softmax", "binary"),
+        description="models `/health/ready` waits for (comma-separated, or a JSON list)",
     )
-    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted")
-    max_batch: int = Field(1024, ge=1, description="Most images in one /predict request")
+    max_body_bytes: int = Field(
+        8 * 2**20, ge=1024, description="largest request body, in bytes (413 beyond)"
+    )
+    max_batch: int = Field(1024, ge=1, description="most images in one request (413 beyond)")
     max_image_pixels: int = Field(
-        4096 * 4096, ge=784, description="Largest decoded PNG/JPEG (width x height)"
+        4096 * 4096,
+        ge=784,
+        description="largest PNG or JPEG, width x height, checked before decoding (413 beyond)",
     )
-    train_concurrency: int = Field(1, ge=1, le=64, description="Training jobs run at once")
-    train_queue_size: int = Field(8, ge=1, le=10000, description="Jobs that may wait queued")
-    train_max_epochs: int = Field(200, ge=1, le=1000, description="Largest epochs a job may ask")
-    jobs_kept: int = Field(1000, ge=10, description="Finished jobs remembered in the store")
+    train_concurrency: int = Field(
+        1, ge=1, le=64, description="jobs training at once, across all workers"
+    )
+    train_queue_size: int = Field(
+        8, ge=1, le=10000, description="jobs that may wait queued (429 beyond)"
+    )
+    train_max_epochs: int = Field(
+        200, ge=1, le=1000, description="largest `epochs` a job may ask for (422 beyond)"
+    )
+    jobs_kept: int = Field(1000, ge=10, description="finished jobs remembered in the store")
     watch_interval: float = Field(
-        1.0, gt=0, le=3600, description="Seconds between checks of the model folder"
+        1.0,
+        gt=0,
+        le=3600,
+        description="seconds between each worker's looks at the model folder for new versions",
     )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Origins allowed by CORS; none: closed"
+        (), description="origins CORS allows (comma-separated, or a JSON list); none: closed"
     )
-    log_level: str = Field("info", description="uvicorn log level")
+    log_level: str = Field("info", description="log level of `python -m service`")
     prometheus_multiproc_dir: Path | None = Field(
         None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
-        description="prometheus-client's folder for metrics shared by several workers "
-        "(python -m service --workers N sets it up)",
+        description="where several workers share their Prometheus counts: `python -m service "
+        "--workers N` makes `<state>/prometheus`; under `uvicorn --workers N` set it to an "
+        "empty folder yourself",
     )
 
     @field_validator("required_models", "cors_origins", mode="before")
@@ -83,3 +114,22 @@ class Settings(BaseSettings):
         if self.state_dir is not None:
             return self.state_dir
         return self.model_dir.resolve().parent / "state"
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as docs/configuration.md shows it."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        variable = field.validation_alias or f"SOFTSERVE_{name.upper()}"
+        rows.append(f"| `{variable}` | {_shown(field.default)} | {field.description} |")
+    return "\n".join(rows)
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`" if default else "none"
+    if isinstance(default, str | Path):
+        return f"`{default}`"
+    return str(default)

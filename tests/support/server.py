@@ -110,6 +110,7 @@ def run_server(
     at its model folder (short, so tests see promotions soon; None: the service's default).
     ``env`` adds to the server's environment; a None value leaves that variable unset.
     """
+    root.mkdir(parents=True, exist_ok=True)
     watch = {} if watch_interval is None else {"SOFTSERVE_WATCH_INTERVAL": str(watch_interval)}
     full_env = service_env(root, model_dir, **watch)
     for key, value in (env or {}).items():  # None: not set at all
