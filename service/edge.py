@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError, render_error
 from service.telemetry import Telemetry
 
-__all__ = ["EdgeMiddleware", "content_length", "read_body", "send_error", "too_large"]
+__all__ = [
+    "CLIENT_GONE",
+    "UNROUTED",
+    "ClientDisconnect",
+    "EdgeMiddleware",
+    "content_length",
+    "read_body",
+    "send_error",
+    "too_large",
+]
+
+UNROUTED = "unmatched"  # the route label of a request answered before any route matched it
+CLIENT_GONE = 499  # the status counted for a request whose client left before the answer
 
 
 def content_length(value: bytes) -> int | None:
@@ -26,19 +39,24 @@ def content_length(value: bytes) -> int | None:
 
 
 def too_large(declared: int | None, limit: int) -> PayloadTooLarge:
+    """413 for a body over the limit; the connection closes, as the rest is never read."""
     size = f"{declared} bytes" if declared is not None else f"over {limit} bytes"
     return PayloadTooLarge(
         f"request body is {size}; the limit is {limit} bytes (SOFTSERVE_MAX_BODY_BYTES)",
         details={"limit": limit, "content_length": declared},
+        headers={"Connection": "close"},
     )
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
     """The whole body, refused with 413 once it passes ``limit`` bytes (checked as it streams,
-    and also for a chunked body that arrived whole before it was read)."""
+    and also for a chunked body that arrived whole before it was read); ClientDisconnect if the
+    client leaves first, as Starlette's Request.body raises."""
     message: Message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
         if len(body) > limit:
             raise too_large(None, limit)
         return body
@@ -46,6 +64,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         if size > limit:
@@ -116,5 +136,5 @@ class EdgeMiddleware:
                 await send_error(send, e)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None) or UNROUTED
             self.telemetry.observe(path, scope["method"], status, time.perf_counter() - start)

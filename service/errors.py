@@ -71,16 +71,13 @@ class Rendered(NamedTuple):
 
 
 _JSON = (b"content-type", b"application/json")
-_CLOSE = (b"connection", b"close")
 
 
 def render_error(error: ServiceError) -> Rendered:
-    """The one response for an error. A 413 also closes the connection: the rest of a body
-    over the limit is never read."""
+    """The one response for an error: its status, its headers after the content type, and the
+    error's JSON."""
     headers = [_JSON, *((k.lower().encode("latin-1"), v.encode("latin-1"))
                         for k, v in error.headers.items())]  # fmt: skip
-    if error.status == 413:
-        headers.append(_CLOSE)
     return Rendered(error.status, headers, error.body())
 
 

@@ -22,7 +22,15 @@ from typing import NamedTuple
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.edge import content_length, read_body, send_error, too_large
+from service.edge import (
+    CLIENT_GONE,
+    UNROUTED,
+    ClientDisconnect,
+    content_length,
+    read_body,
+    send_error,
+    too_large,
+)
 from service.errors import ServiceError
 from service.predicting import Predictor
 from service.telemetry import Telemetry
@@ -114,39 +122,42 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         route, params = matched
-        content_type = accept = None
-        declared: int | None = None
-        for key, value in scope["headers"]:
+        content_type = accept = length = None
+        for key, value in scope["headers"]:  # the first of a repeated header, as Starlette reads
             if key == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value.decode("latin-1") if content_type is None else content_type
             elif key == b"accept":
-                accept = value.decode("latin-1")
-            elif key == b"content-length":
-                declared = content_length(value)
+                accept = value.decode("latin-1") if accept is None else accept
+            elif key == b"content-length" and length is None:
+                length = value
+        declared = None if length is None else content_length(length)
         request = FastRequest(
             params, scope["query_string"], content_type, accept, receive, self.max_body_bytes
         )
         start = time.perf_counter()
         status = 500
+        label = route.path
         try:
             if declared is not None and declared > self.max_body_bytes:
+                label = UNROUTED  # as the edge counts it: refused before any routing
                 raise too_large(declared, self.max_body_bytes)
             reply = await route.handler(predictor, request)
             if reply is None:  # declined, before reading the body
                 status = 0
                 await self.app(scope, receive, send)
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
+            headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
             status = 200
         except ServiceError as e:
             status = e.status
             await send_error(send, e)
+        except ClientDisconnect:
+            status = CLIENT_GONE  # nobody to answer
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             await send_error(send, ServiceError("internal error; the server log has details"))
         finally:
             if status:  # a declined request is counted by the edge instead
-                self.telemetry.observe(
-                    route.path, scope["method"], status, time.perf_counter() - start
-                )
+                self.telemetry.observe(label, scope["method"], status, time.perf_counter() - start)

@@ -15,14 +15,14 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from service import inputs
-from service.app import FAST_ROUTES, SoftserveApp, create_app
+from service.app import SoftserveApp, create_app
 from service.config import Settings
 from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from service.fastpath import FastPath
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Body, Limits, Predictor, PredictRequest
 from service.registry import Registry
-from service.routes.predict import parse_request, reply
+from service.routes.predict import FAST_ROUTES, parse_request, reply
 from service.telemetry import Telemetry
 from tests.support.server import copy_shipped_models
 from trainer import artifacts, linear
@@ -283,3 +283,96 @@ def test_before_startup_and_for_multipart_the_framework_answers(tmp_path: Path) 
     upload = scope | {"headers": [(b"content-type", b"multipart/form-data; boundary=x")]}
     run(make(lambda: predictor)(upload, never, send))
     assert handed == ["/predict", "/predict"]
+
+
+class Sent:
+    """An ASGI ``send`` that keeps what the app sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int | None:
+        return next((m["status"] for m in self.messages if "status" in m), None)
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        start = next(m for m in self.messages if m["type"] == "http.response.start")
+        return dict(start["headers"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages)
+
+
+def serve(
+    tmp_path: Path, headers: list[tuple[bytes, bytes]], chunks: list[Message]
+) -> tuple[Sent, list[str]]:
+    """One request through a FastPath on the shipped models: what it sent, and the paths it
+    handed on to the framework."""
+    store = FolderModelStore(copy_shipped_models(tmp_path / "models"))
+    registry = Registry(store, ())
+    registry.refresh()
+    telemetry = Telemetry(dict, dict)
+    predictor = Predictor(registry, LIMITS, telemetry, "softmax")
+    handed: list[str] = []
+
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
+        handed.append(scope["path"])
+
+    messages = iter(chunks)
+
+    async def receive() -> Message:
+        return next(messages)
+
+    fast = FastPath(
+        framework, FAST_ROUTES, predictor=lambda: predictor, max_body_bytes=2**20,
+        telemetry=telemetry,
+    )  # fmt: skip
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": headers}  # fmt: skip
+    sent = Sent()
+    run(fast(scope, receive, sent))
+    return sent, handed
+
+
+def whole(body: bytes) -> list[Message]:
+    return [{"type": "http.request", "body": body, "more_body": False}]
+
+
+JSON_BODY = orjson.dumps({"pixels": [0] * 784})
+
+
+def test_a_fast_answer_declares_its_length(tmp_path: Path) -> None:
+    sent, _ = serve(tmp_path, [(b"content-type", b"application/json")], whole(JSON_BODY))
+    assert sent.status == 200
+    assert int(sent.headers[b"content-length"]) == len(sent.body) > 0
+
+
+def test_the_first_of_a_repeated_header_counts_as_starlette_reads_it(tmp_path: Path) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-type", b"application/json")]
+    sent, _ = serve(tmp_path, headers, whole(JSON_BODY))
+    assert sent.status == 415
+    assert b"text/plain" in sent.body
+
+
+def test_a_client_that_leaves_mid_body_gets_nothing(tmp_path: Path) -> None:
+    chunks: list[Message] = [
+        {"type": "http.request", "body": JSON_BODY[:100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent, handed = serve(tmp_path, [(b"content-type", b"application/json")], chunks)
+    assert sent.messages == [] and handed == []
+
+
+def test_only_a_body_over_the_size_limit_closes_the_connection(tmp_path: Path) -> None:
+    raw = [(b"content-type", b"application/octet-stream")]
+    batch, _ = serve(tmp_path, raw, whole(bytes(784 * (LIMITS.max_batch + 1))))
+    assert batch.status == 413 and b"batch_too_large" in batch.body
+    assert b"connection" not in batch.headers  # the body was read whole: the connection stays
+    declared = [*raw, (b"content-length", str(2**20 + 1).encode())]
+    body, _ = serve(tmp_path / "again", declared, whole(b""))
+    assert body.status == 413 and body.headers[b"connection"] == b"close"
