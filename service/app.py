@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         app.state.softserve = state
-        _notice_shutdown(state.stopping)
+        restore_signals = _notice_shutdown(state.stopping)
         await state.runner.start()
         watcher = asyncio.create_task(_watch(state))
         try:
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await watcher
             await state.runner.stop()
+            restore_signals()
             app.state.softserve = None
             holder.pop("state", None)
 
@@ -107,16 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
         framework = FastPath(
             framework,
-            FAST_ROUTES,
+            predict.FAST_ROUTES,
             predictor=lambda: holder["state"].predictor if "state" in holder else None,
             max_body_bytes=settings.max_body_bytes,
             telemetry=telemetry,
         )
     app.outer = framework
     return app
-
-
-FAST_ROUTES = predict.FAST_ROUTES  # the routes service.fastpath answers before FastAPI
 
 
 class SoftserveApp(FastAPI):
@@ -181,14 +179,16 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
     return AppState(settings, store, registry, predictor, jobs, runner, telemetry)
 
 
-def _notice_shutdown(stopping: asyncio.Event) -> None:
-    """Chain onto the server's SIGTERM and SIGINT handlers (uvicorn's, which it restores when it
-    stops) to set ``stopping`` as soon as the signal arrives: uvicorn runs the lifespan's end
-    only after every open connection has closed, and an event stream stays open until its job
-    ends, which would hold a ``docker stop`` past its 10 s."""
+def _notice_shutdown(stopping: asyncio.Event) -> Callable[[], None]:
+    """Chain onto the server's SIGTERM and SIGINT handlers (uvicorn's) to set ``stopping`` as
+    soon as the signal arrives: uvicorn runs the lifespan's end only after every open connection
+    has closed, and an event stream stays open until its job ends, which would hold a
+    ``docker stop`` past its 10 s. Returns what puts the previous handlers back, for the
+    lifespan's end (an app run in-process on the main thread must not leave them chained)."""
     if threading.current_thread() is not threading.main_thread():
-        return  # signals reach only the main thread; in-process test clients run elsewhere
+        return lambda: None  # signals reach only the main thread; test clients run elsewhere
     loop = asyncio.get_running_loop()
+    chained: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(signum)
         if not callable(previous):
@@ -197,10 +197,19 @@ def _notice_shutdown(stopping: asyncio.Event) -> None:
         def handler(
             signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
         ) -> None:
-            loop.call_soon_threadsafe(stopping.set)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stopping.set)
             previous(signum, frame)
 
         signal.signal(signum, handler)
+        chained[signum] = (handler, previous)
+
+    def restore() -> None:
+        for signum, (handler, previous) in chained.items():
+            if signal.getsignal(signum) is handler:  # unless someone has replaced ours since
+                signal.signal(signum, previous)
+
+    return restore
 
 
 async def _watch(state: AppState) -> None:
