@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 
 from bench.train import load_average, render
+from service.jobs.record import TERMINAL
 from tests.support.procs import rss_mib
 from tests.support.requests import Request, mix
 from tests.support.server import REPO, free_port, service_env, stop
@@ -80,7 +81,7 @@ def watch_job(url: str, epochs: int, outcome: dict[str, object]) -> None:
         started = time.monotonic()
         while True:
             body = client.get(f"/train/{job}").json()
-            if body["status"] in ("succeeded", "failed", "cancelled"):
+            if body["status"] in TERMINAL:
                 outcome |= {
                     "status": body["status"],
                     "error": body["error"],

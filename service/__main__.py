@@ -1,9 +1,9 @@
 """``python -m service [--host H] [--port P] [--workers N]``: uvicorn on service.app:app.
 
 The options default to SOFTSERVE_HOST, SOFTSERVE_HTTP_PORT and SOFTSERVE_WORKERS; every other
-setting comes from SOFTSERVE_* environment variables (see README), which each worker process reads
-when it imports the app. With several workers, Prometheus metrics are kept in files shared by them
-(prometheus-client's multiprocess mode, in <state folder>/prometheus unless
+setting comes from SOFTSERVE_* environment variables (docs/configuration.md), which each worker
+process reads when it imports the app. With several workers, Prometheus metrics are kept in files
+shared by them (prometheus-client's multiprocess mode, in <state folder>/prometheus unless
 PROMETHEUS_MULTIPROC_DIR says where), so that any worker's /metrics counts every request.
 """
 

@@ -13,6 +13,9 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trainer.config import MAX_EPOCHS
+from trainer.contract import N_FEATURES
+
 __all__ = ["Settings", "settings_table"]
 
 
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="most images in one request (413 beyond)")
     max_image_pixels: int = Field(
         4096 * 4096,
-        ge=784,
+        ge=N_FEATURES,
         description="largest PNG or JPEG, width x height, checked before decoding (413 beyond)",
     )
     train_concurrency: int = Field(
@@ -77,7 +80,7 @@ class Settings(BaseSettings):
         8, ge=1, le=10000, description="jobs that may wait queued (429 beyond)"
     )
     train_max_epochs: int = Field(
-        200, ge=1, le=1000, description="largest `epochs` a job may ask for (422 beyond)"
+        200, ge=1, le=MAX_EPOCHS, description="largest `epochs` a job may ask for (422 beyond)"
     )
     jobs_kept: int = Field(1000, ge=10, description="finished jobs remembered in the store")
     watch_interval: float = Field(

@@ -19,22 +19,18 @@ from service.errors import (
     UnsupportedMediaType,
     render_error,
 )
+from service.inputs import MAX_INT_DIGITS
 
 __all__ = ["add_error_handlers"]
 
 log = logging.getLogger("softserve")
 
+# Codes for the framework's own HTTP errors: the service's error classes', and two it never raises.
 _STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
+    **{cls.status: cls.code for cls in ServiceError.__subclasses__()},
     405: "method_not_allowed",
     406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "too_many_requests",
+    422: "invalid_request",  # a request the framework could not validate
 }
 
 
@@ -124,7 +120,7 @@ def _unparsable(cause: BaseException | None) -> ServiceError:
         return _not_json("body is not valid JSON: nested too deeply")
     if isinstance(cause, ValueError) and "digits" in str(cause):  # valid JSON, an absurd number
         return InvalidInput(
-            "a number in the body has more than 4300 digits", code="invalid_request"
+            f"a number in the body has more than {MAX_INT_DIGITS} digits", code="invalid_request"
         )
     return _not_json("body is not valid JSON")
 

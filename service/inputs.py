@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -20,16 +21,24 @@ from PIL import Image, UnidentifiedImageError
 
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge
 from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_MAX
-from trainer.jsontypes import json_type
+from trainer.jsontypes import json_type, shorten
 
-__all__ = ["MAX_PROBLEMS", "Pixels", "from_image", "from_json", "from_raw"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "MAX_PROBLEMS",
+    "Pixels",
+    "check_batch_size",
+    "from_image",
+    "from_json",
+    "from_raw",
+]
 
 Pixels = NDArray[Any]  # (N, 784), integer or float dtype, every value finite in 0..PIXEL_MAX
 MAX_PROBLEMS = 10  # per response: enough to fix a client, not a second copy of a huge batch
 _ROWS, _COLS = IMAGE_SHAPE
 _KEYS = frozenset(("pixels", "images"))
 _NUMERIC = b"0123456789.,[]-+eE \t\r\n"  # what a JSON array of numbers is made of
-_MAX_INT_DIGITS = 4300  # Python's default int_max_str_digits
+MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300  # beyond it, Python refuses int(text)
 _PLAIN = frozenset(f'{{"{key}":}}'.encode().translate(None, _NUMERIC) for key in _KEYS)
 
 
@@ -148,9 +157,9 @@ def _parse(body: bytes) -> Any:
 
 
 def _parse_int(text: str) -> int | float:
-    # Python refuses ints of over 4300 digits (a guard against slow conversions); any such number
-    # is far outside 0..255, so it becomes an infinity, which the pixel checks name.
-    if len(text) <= _MAX_INT_DIGITS:
+    # Python refuses ints of over MAX_INT_DIGITS digits (a guard against slow conversions); any
+    # such number is far outside 0..255, so it becomes an infinity, which the pixel checks name.
+    if len(text) <= MAX_INT_DIGITS:
         return int(text)
     return -math.inf if text.startswith("-") else math.inf
 
@@ -246,6 +255,5 @@ def _value_problem(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number 0..{PIXEL_MAX}, got {value}"
     if not 0 <= value <= PIXEL_MAX:
-        shown = str(value) if len(str(value)) <= 20 else f"{str(value)[:20]}..."
-        return f"value {shown} is outside 0..{PIXEL_MAX}"
+        return f"value {shorten(str(value))} is outside 0..{PIXEL_MAX}"
     return None

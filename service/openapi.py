@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service import examples
+from service.modelstore import NAME_PATTERN
 from service.predicting import MAX_TOP_K
-from service.schemas import (
-    EXAMPLE_PIXELS,
-    EXAMPLE_VERSION,
-    ErrorResponse,
-    PredictJSON,
-    PredictResponse,
-)
+from service.schemas import ErrorResponse, PredictJSON, PredictResponse
 from trainer.artifacts import VERSION_PATTERN
 
 __all__ = ["errors", "link", "predict_docs"]
@@ -34,22 +30,10 @@ def link(path: str, method: str, body: Any = None, **parameters: str) -> dict[st
     )
 
 
-_PREDICT_EXAMPLE: dict[str, Any] = {
-    "model": "softmax",
-    "version": EXAMPLE_VERSION,
-    "predictions": [
-        {
-            "label": 9,
-            "class_name": "Ankle boot",
-            "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.03, 0.0, 0.96],
-            "top_k": [{"label": 9, "class_name": "Ankle boot", "probability": 0.96}],
-        }
-    ],
-}
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {
-            "application/json": {"example": _PREDICT_EXAMPLE},
+            "application/json": {"example": examples.PREDICTION},
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "with Accept: application/octet-stream: the probabilities as "
@@ -82,7 +66,7 @@ _PREDICT_DESCRIPTION = (
 _MODEL = {
     "name": "model", "in": "query", "required": False,
     "description": "model name (default: softmax, or SOFTSERVE_DEFAULT_MODEL)",
-    "schema": {"type": "string", "maxLength": 64},
+    "schema": {"type": "string", "pattern": NAME_PATTERN},
 }  # fmt: skip
 _VERSION = {
     "name": "version", "in": "query", "required": False,
@@ -107,8 +91,8 @@ def _predict_body() -> dict[str, Any]:
                     ref_template="#/components/schemas/{model}"
                 ),
                 "examples": {
-                    "one image": {"value": {"pixels": EXAMPLE_PIXELS}},
-                    "a batch": {"value": {"images": [EXAMPLE_PIXELS, EXAMPLE_PIXELS]}},
+                    "one image": {"value": {"pixels": examples.PIXELS}},
+                    "a batch": {"value": {"images": [examples.PIXELS, examples.PIXELS]}},
                 },
             },
             "application/octet-stream": {

@@ -1,6 +1,6 @@
 """The one prediction pipeline: `Predictor.predict` decides every prediction.
 
-Every transport (the FastAPI routes, the fast ASGI path, later the Open Inference Protocol)
+Every transport (the FastAPI routes and the fast ASGI path; any other protocol the same way)
 parses its request into a `PredictRequest` and a `Payload`, calls `predict`, and renders the
 `Prediction` it returns in its own format. The pipeline's steps, in order, so that every
 transport reports the same problem first: the model (and version), the options against it, the
@@ -38,6 +38,7 @@ __all__ = [
     "PredictRequest",
     "Prediction",
     "Predictor",
+    "is_multipart",
     "media_type",
 ]
 
@@ -76,6 +77,11 @@ class Payload(Protocol):
     """The pixels of a request, read only when the pipeline asks for them."""
 
     async def pixels(self, limits: Limits) -> inputs.Pixels: ...
+
+
+def is_multipart(content_type: str | None) -> bool:
+    """Whether a body is a multipart form (read by Starlette's form parser, not by `Body`)."""
+    return content_type is not None and content_type.lower().startswith(MULTIPART)
 
 
 def media_type(header: str | None) -> str:

@@ -27,7 +27,7 @@ from trainer.artifacts import Artifact, ArtifactError
 from trainer.contract import Kind
 from trainer.timestamps import utc_now_iso
 
-__all__ = ["KEPT_CACHE_SIZE", "Registry", "Served"]
+__all__ = ["KEPT_CACHE_SIZE", "Registry", "Served", "problem_of"]
 
 log = logging.getLogger("softserve.registry")
 
@@ -154,7 +154,7 @@ class Registry:
             except (ArtifactError, StoreError, OSError) as e:
                 self._bad[name] = stamp
                 kept = f"; still serving version {current.version}" if current else ""
-                why = e.problem if isinstance(e, ArtifactError) else _reason(e)
+                why = problem_of(e)
                 label = self.store.label(name)
                 self.problems[name] = f"{label} was rejected: {why}{kept}"  # no server paths
                 log.error("model %s: %s rejected, not served%s: %s", name, label, kept, e)
@@ -209,5 +209,10 @@ def _kept_version(version: str) -> Iterator[None]:
         ) from None
 
 
-def _reason(error: StoreError | OSError) -> str:
-    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+def problem_of(error: ArtifactError | StoreError | OSError) -> str:
+    """What is wrong with a version, in words a client may see: no server paths."""
+    if isinstance(error, ArtifactError):
+        return error.problem
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.config import ExtraValues
 
+from service import examples
 from service.jobs.record import JobStatus
-from trainer.artifacts import VERSION_PATTERN
+from trainer.artifacts import VERSION_PATTERN, Metrics
 from trainer.config import (
     MAX_BATCH_SIZE,
     MAX_CLASSES,
@@ -42,47 +44,12 @@ __all__ = [
     "Versions",
 ]
 
-EXAMPLE_VERSION = "20261122T045742Z-1f3a1006"
-EXAMPLE_PIXELS: list[JsonValue] = [0] * 784
-Figures = dict[str, float | int | None]  # one split's metrics: loss, accuracy, roc_auc, ...
+Figures = Metrics  # one split's figures: loss, accuracy, roc_auc, ...
 
-_SUMMARY_EXAMPLE: dict[str, Any] = {
-    "name": "softmax",
-    "kind": "softmax",
-    "version": EXAMPLE_VERSION,
-    "created_at": "2026-11-22T04:57:42Z",
-    "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                    "Sneaker", "Bag", "Ankle boot"],
-    "n_outputs": 10,
-    "metrics": {"train": {"loss": 0.41, "accuracy": 0.86},
-                "test": {"loss": 0.452, "accuracy": 0.848}},
-    "loaded_at": "2026-11-22T05:00:00Z",
-    "problem": None,
-}  # fmt: skip
-_JOB_EXAMPLE: dict[str, Any] = {
-    "job_id": "6f1c0c7a9d8e4b5f8a7b6c5d4e3f2a1b",
-    "model": "softmax",
-    "params": {"epochs": 5},
-    "force": False,
-    "status": "running",
-    "created_at": "2026-11-22T05:00:00Z",
-    "started_at": "2026-11-22T05:00:01Z",
-    "finished_at": None,
-    "updated_at": "2026-11-22T05:00:03.250113Z",
-    "progress": {"phase": "select", "epoch": 2, "epochs": 5, "batch": 40, "batches": 215,
-                 "step": 255, "total_steps": 2150, "fraction": 0.12},
-    "history": [{"phase": "select", "epoch": 1, "epochs": 5, "learning_rate": 0.09,
-                 "train_loss": 0.62, "train_accuracy": 0.79, "validation_loss": 0.51,
-                 "validation_accuracy": 0.82, "test_loss": 0.53, "test_accuracy": 0.81,
-                 "seconds": 0.3}],
-    "latest": None,
-    "error": None,
-    "version": None,
-    "promoted": None,
-    "promotion_reason": None,
-    "cancel_requested": False,
-}  # fmt: skip
-_JOB_EXAMPLE["latest"] = _JOB_EXAMPLE["history"][-1]
+
+def _shown(example: dict[str, Any], *, extra: ExtraValues = "forbid") -> ConfigDict:
+    """A model's config, with the example body the OpenAPI document shows for it."""
+    return ConfigDict(extra=extra, json_schema_extra={"examples": [example]})
 
 
 class _Reply(BaseModel):
@@ -107,9 +74,7 @@ class ErrorResponse(_Reply):
 class PredictJSON(BaseModel):
     """One image as ``pixels`` (784 numbers, or 28 rows of 28), or a batch as ``images``."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"pixels": EXAMPLE_PIXELS}]}
-    )
+    model_config = _shown({"pixels": examples.PIXELS})
 
     pixels: list[float] | list[list[float]] | None = Field(
         None, description="784 intensities 0..255, row-major, or 28 lists of 28"
@@ -139,7 +104,7 @@ class Prediction(_Reply):
 
 class PredictResponse(_Reply):
     model: str = Field(examples=["softmax"])
-    version: str = Field(examples=[EXAMPLE_VERSION])
+    version: str = Field(examples=[examples.VERSION])
     predictions: list[Prediction]
 
 
@@ -147,22 +112,13 @@ class PredictResponse(_Reply):
 
 
 class Live(_Reply):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"status": "live", "pid": 1234}]}
-    )
+    model_config = _shown(examples.LIVE)
     status: Literal["live"]
     pid: int = Field(description="the worker that answered, behind one port")
 
 
 class Ready(_Reply):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"status": "ready", "models": {"softmax": EXAMPLE_VERSION}, "problems": {}}
-            ]
-        },
-    )
+    model_config = _shown(examples.READY)
     status: Literal["ready"]
     models: dict[str, str] = Field(description="served model -> active version")
     problems: dict[str, str] = Field(description="model -> a problem that left it serving")
@@ -172,10 +128,10 @@ class Ready(_Reply):
 
 
 class ModelSummary(_Reply):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SUMMARY_EXAMPLE]})
-    name: str = Field(examples=["softmax"])
+    model_config = _shown(examples.SUMMARY)
+    name: str
     kind: Kind
-    version: str = Field(examples=[EXAMPLE_VERSION])
+    version: str
     created_at: str
     class_names: list[str]
     n_outputs: int
@@ -185,10 +141,7 @@ class ModelSummary(_Reply):
 
 
 class ModelList(_Reply):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"models": [_SUMMARY_EXAMPLE], "not_loaded": {}}]},
-    )
+    model_config = _shown(examples.MODELS)
     models: list[ModelSummary]
     not_loaded: dict[str, str] = Field(description="model -> why it is not served")
 
@@ -196,21 +149,7 @@ class ModelList(_Reply):
 class ModelDetail(BaseModel):
     """The active version's whole metadata (the artifact's meta), plus where it is served."""
 
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    **{k: v for k, v in _SUMMARY_EXAMPLE.items() if k != "n_outputs"},
-                    "schema_version": 1,
-                    "format": "softserve.linear",
-                    "input": {"features": 784, "shape": [28, 28], "scale": 255.0},
-                    "training": {"epochs": 10, "learning_rate": 0.1, "best_epoch": 10},
-                    "history": _JOB_EXAMPLE["history"],
-                }
-            ]
-        },
-    )
+    model_config = _shown(examples.DETAIL, extra="allow")
 
     name: str
     kind: Kind
@@ -224,20 +163,7 @@ class ModelDetail(BaseModel):
 
 
 class VersionRow(_Reply):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "version": EXAMPLE_VERSION,
-                    "created_at": "2026-11-22T04:57:42Z",
-                    "active": True,
-                    "test_accuracy": 0.848,
-                    "problem": None,
-                }
-            ]
-        },
-    )
+    model_config = _shown(examples.VERSION_ROW)
     version: str
     created_at: str | None
     active: bool
@@ -246,26 +172,7 @@ class VersionRow(_Reply):
 
 
 class Versions(_Reply):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "softmax",
-                    "active": EXAMPLE_VERSION,
-                    "versions": [
-                        {
-                            "version": EXAMPLE_VERSION,
-                            "created_at": "2026-11-22T04:57:42Z",
-                            "active": True,
-                            "test_accuracy": 0.848,
-                            "problem": None,
-                        }
-                    ],
-                }
-            ]
-        },
-    )
+    model_config = _shown(examples.VERSIONS)
     model: str
     active: str
     versions: list[VersionRow] = Field(description="newest first")
@@ -273,12 +180,12 @@ class Versions(_Reply):
 
 class ActivateRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"version": EXAMPLE_VERSION}]}
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"version": examples.VERSION}]}
     )
 
-    # The pattern is documented, and checked by the route so that a malformed version gets the
-    # same 'invalid_version' answer everywhere.
-    version: str = Field(max_length=80, json_schema_extra={"pattern": VERSION_PATTERN})
+    # The pattern is documented, and checked by the registry, so that a malformed version gets
+    # the same 'invalid_version' answer everywhere (the message shows at most 80 characters).
+    version: str = Field(json_schema_extra={"pattern": VERSION_PATTERN})
 
 
 # --- /train -----------------------------------------------------------------------------------
@@ -322,7 +229,7 @@ class TrainRequest(BaseModel):
 
 
 class Job(_Reply):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_JOB_EXAMPLE]})
+    model_config = _shown(examples.JOB)
     job_id: str = Field(examples=["6f1c0c7a9d8e4b5f8a7b6c5d4e3f2a1b"])
     model: str
     params: dict[str, Any] = Field(description="the hyper-parameters asked for")
@@ -343,9 +250,7 @@ class Job(_Reply):
 
 
 class JobList(_Reply):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"jobs": [_JOB_EXAMPLE]}]}
-    )
+    model_config = _shown(examples.JOBS)
     jobs: list[Job] = Field(description="newest first")
 
 
@@ -381,37 +286,7 @@ class JobMetrics(_Reply):
 
 
 class MetricsReport(_Reply):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "models": {
-                        "softmax": {
-                            "version": EXAMPLE_VERSION,
-                            "kind": "softmax",
-                            "created_at": "2026-11-22T04:57:42Z",
-                            "loaded_at": "2026-11-22T05:00:00Z",
-                            "source": {"artifact": "softmax.npz", "job_id": None},
-                            **_SUMMARY_EXAMPLE["metrics"],
-                        }
-                    },
-                    "jobs": {
-                        "counts": {
-                            "queued": 0,
-                            "running": 1,
-                            "succeeded": 3,
-                            "failed": 0,
-                            "cancelled": 0,
-                        },
-                        "running": [
-                            {k: _JOB_EXAMPLE[k] for k in ("job_id", "model", "progress", "latest")}
-                        ],
-                    },
-                }
-            ]
-        },
-    )
+    model_config = _shown(examples.METRICS)
 
     models: dict[str, ModelMetrics]
     jobs: JobMetrics

@@ -36,7 +36,7 @@ REQUIRED_META = (
 _OBJECT_META = ("dataset", "training", "metrics")
 _BINARY_LISTS = ("positive_classes", "negative_classes", "dataset_class_names")
 # Versions end up in file names and URLs, so the pattern admits no '/', '.' or other surprises.
-VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"  # also the JSON Schema of every version field
+VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"  # also what a request may name as a version
 VERSION_RE = re.compile(VERSION_PATTERN)
 
 

@@ -6,9 +6,14 @@ caller reads the same words for the same mistake.
 
 from __future__ import annotations
 
-__all__ = ["json_type"]
+__all__ = ["SHOWN", "json_type", "shorten"]
 
-_SHOWN = 20  # characters of a string or number a message repeats
+SHOWN = 20  # characters of a string or number a message repeats
+
+
+def shorten(text: str) -> str:
+    """``text`` as a message repeats it: its first 20 characters, then ``...`` if there is more."""
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}..."
 
 
 def json_type(value: object) -> str:
@@ -23,9 +28,9 @@ def json_type(value: object) -> str:
             text = str(value)
         except ValueError:  # an int past Python's 4300-digit limit for str()
             return "a number"
-        return f"the number {text if len(text) <= _SHOWN else text[:_SHOWN] + '...'}"
+        return f"the number {shorten(text)}"
     if isinstance(value, str):
-        return f"the string {value[:_SHOWN]!r}" + ("..." if len(value) > _SHOWN else "")
+        return f"the string {value[:SHOWN]!r}" + ("..." if len(value) > SHOWN else "")
     if isinstance(value, list | tuple):
         return f"an array of {len(value)}"
     if isinstance(value, dict):

@@ -1,8 +1,8 @@
 """The training child: `run_job` trains one job in its own process and records the outcome.
 
 The runner starts it with the "spawn" context, so the child is a fresh interpreter that imports
-this module before calling `run_job`. That is why NumPy and the trainer are imported only in
-`_train`, after `run_job` has set the BLAS thread variables: BLAS reads them once, when NumPy
+this module before calling `run_job`. That is why NumPy, the trainer and the model store are
+imported only after `run_job` has set the BLAS thread variables: BLAS reads them once, when NumPy
 loads, and a child per job using every core would fight the server's workers (and its
 siblings) for them.
 """

@@ -179,9 +179,9 @@ class JobRunner:
             )
             if claimed is None:
                 break
-            self._spawn(claimed)
+            await self._spawn(claimed)
 
-    def _spawn(self, job: Job) -> None:
+    async def _spawn(self, job: Job) -> None:
         process = self._context.Process(
             target=run_job,
             args=(job.id, self.store.location, self.models.location, self.data_dir, os.getpid()),
@@ -191,7 +191,8 @@ class JobRunner:
         try:
             process.start()  # about a millisecond: the child's slow imports happen in the child
         except Exception as exc:
-            self.store.finish(job.id, "failed", error=f"could not start training: {exc}")
+            error = f"could not start training: {exc}"
+            await asyncio.to_thread(self.store.finish, job.id, "failed", error=error)
             raise
         self._children[job.id] = process
         log.info("job %s (%s) started in process %s", job.id, job.model, process.pid)

@@ -110,9 +110,8 @@ class SQLiteJobStore:
         now = utc_now_iso()
         with self._write() as conn:
             if (queued := _count(conn, "queued")) >= queue_limit:
-                raise QueueFull(
-                    f"{queued} jobs already queued (limit {queue_limit}); try again later"
-                )
+                jobs = "1 job is" if queued == 1 else f"{queued} jobs are"
+                raise QueueFull(f"{jobs} already queued (limit {queue_limit}); try again later")
             job_id = uuid.uuid4().hex
             conn.execute(
                 "INSERT INTO jobs (id, model, params, force, status, created_at, updated_at)"

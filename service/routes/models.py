@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.auth import TOKEN, TokenFirstRoute
 from service.modelstore import ModelStore, StoreError
 from service.openapi import errors, link
-from service.registry import Served
+from service.registry import Served, problem_of
 from service.schemas import ActivateRequest, ModelDetail, ModelList, ModelSummary, Versions
 from service.state import get_state
 from trainer import artifacts
@@ -110,7 +110,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
                 "version": version,
                 "created_at": None,
                 "test_accuracy": None,
-                "problem": str(e),
+                "problem": problem_of(e),
             }
             continue
         rows[version] = {

@@ -25,13 +25,13 @@ from service.modelstore import StoreError, check_version
 from service.openapi import predict_docs
 from service.predicting import (
     MAX_TOP_K,
-    MULTIPART,
     RAW,
     Body,
     Limits,
     Prediction,
     Predictor,
     PredictRequest,
+    is_multipart,
     json_ready,
 )
 from service.state import get_state
@@ -94,7 +94,7 @@ def reply(prediction: Prediction, raw: bool) -> Reply:
 
 
 async def _fast(predictor: Predictor, request: FastRequest) -> Reply | None:
-    if request.content_type is not None and request.content_type.lower().startswith(MULTIPART):
+    if is_multipart(request.content_type):
         return None  # Starlette's form parser, through the FastAPI route
     parsed = parse_request(request.query, request.accept, named=request.params.get("name"))
     prediction = await predictor.predict(parsed, Body(request.content_type, request.body))
@@ -126,7 +126,7 @@ async def _predict(request: Request, name: str | None) -> Response:
     parsed = parse_request(request.url.query, request.headers.get("accept"), named=name)
     content_type = request.headers.get("content-type")
     payload: Body | _Multipart
-    if content_type is not None and content_type.lower().startswith(MULTIPART):
+    if is_multipart(content_type):
         payload = _Multipart(request)
     else:
         payload = Body(content_type, request.body)

@@ -92,7 +92,9 @@ async def submit(
             queue_limit=state.settings.train_queue_size,
         )
     except QueueFull as e:
-        raise TooManyRequests(str(e), code="queue_full", headers={"Retry-After": "10"}) from e
+        raise TooManyRequests(
+            f"{e} (SOFTSERVE_TRAIN_QUEUE_SIZE)", code="queue_full", headers={"Retry-After": "10"}
+        ) from e
     state.runner.wake()
     response.headers["Location"] = f"/train/{job.id}"
     return _view(job)

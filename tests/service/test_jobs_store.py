@@ -94,7 +94,9 @@ def test_jobs_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
 def test_queue_limit_counts_only_queued_jobs(store: JobStore) -> None:
     store.submit("softmax", {}, False, queue_limit=2)
     store.submit("softmax", {}, False, queue_limit=2)
-    with pytest.raises(QueueFull, match=r"^2 jobs already queued \(limit 2\); try again later$"):
+    with pytest.raises(
+        QueueFull, match=r"^2 jobs are already queued \(limit 2\); try again later$"
+    ):
         store.submit("softmax", {}, False, queue_limit=2)
     store.claim("w1", concurrency=1)  # one leaves the queue: room for one more
     store.submit("softmax", {}, False, queue_limit=2)

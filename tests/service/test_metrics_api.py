@@ -14,16 +14,15 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from service.jobs.record import STATUSES
 from tests.support.requests import png
 from tests.support.server import SHIPPED
 from trainer import artifacts
 from trainer.artifacts import Artifact
+from trainer.metrics import BINARY_METRICS, SPLITS
 
 Images = tuple[NDArray[np.uint8], NDArray[np.uint8]]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-SPLITS = ("train", "validation", "test")
-BINARY_METRICS = ("roc_auc", "precision", "recall", "f1")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def test_metrics_json_has_each_models_latest_numbers(
             assert isinstance(entry[split]["accuracy"], float)
     assert set(body["models"]["binary"]["test"]) >= {"loss", "accuracy", *BINARY_METRICS}
     assert not set(body["models"]["softmax"]["test"]) & set(BINARY_METRICS)
-    assert body["jobs"] == {"counts": dict.fromkeys(JOB_STATES, 0), "running": []}
+    assert body["jobs"] == {"counts": dict.fromkeys(STATUSES, 0), "running": []}
 
 
 # --- Prometheus ---------------------------------------------------------------------------------
@@ -159,7 +158,7 @@ def test_prometheus_model_gauges_are_the_artifacts_metrics(
                     assert samples[sample] == pytest.approx(metrics[split][metric], rel=1e-12)
                 else:
                     assert sample not in samples
-    for state in JOB_STATES:
+    for state in STATUSES:
         assert samples[("softserve_jobs", frozenset({("state", state)}))] == 0
 
 

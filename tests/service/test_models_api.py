@@ -280,8 +280,8 @@ def test_activate_rolls_forward_and_back(
          "invalid version '../binary': versions look like 20261122T045742Z-1f3a1006"),
         ("softmax", {"version": "a..b"}, 422, "invalid_version", "invalid version 'a..b'"),
         ("softmax", {"version": ""}, 422, "invalid_version", "invalid version ''"),
-        ("softmax", {"version": "a" * 81}, 422, "invalid_request",
-         "version: String should have at most 80 characters"),
+        ("softmax", {"version": "a" * 81}, 422, "invalid_version",
+         f"invalid version '{'a' * 80}':"),
         ("softmax", {"version": 20200101}, 422, "invalid_request", "version"),
         ("softmax", {}, 422, "invalid_request", "version: Field required"),
         ("softmax", {"version": "v1", "force": True}, 422, "invalid_request", "force"),
@@ -331,7 +331,7 @@ def test_a_damaged_kept_version_is_listed_and_not_activated(
         assert f"version {version!r} cannot be served" in response.json()["error"]["message"]
         assert served_version(client) == shipped["softmax"].version
         rows = {v["version"]: v for v in client.get("/models/softmax/versions").json()["versions"]}
-        assert "not an .npz file" in rows[version]["problem"]
+        assert rows[version]["problem"] == "not an .npz file"  # no server paths
         assert rows[version]["active"] is False
     finally:
         path.unlink()

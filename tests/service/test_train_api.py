@@ -281,6 +281,9 @@ def test_queue_limit_gives_429_then_history_survives_a_restart(tmp_path: Path) -
         r = client.post("/train", json={"epochs": 1})
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "queue_full"
+        assert r.json()["error"]["message"] == (
+            "1 job is already queued (limit 1); try again later (SOFTSERVE_TRAIN_QUEUE_SIZE)"
+        )
         assert "retry-after" in r.headers
         assert client.delete(f"/train/{second['job_id']}").json()["status"] == "cancelled"
         client.delete(f"/train/{first['job_id']}")

@@ -13,10 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.jobs.record import TERMINAL
 from tests.support.server import Server, run_server, wait_for
 from tests.synthetic import write_dataset
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def spawned_children(pid: int) -> dict[int, bytes]:
 
 
 def training_children(pid: int) -> list[int]:
-    """The training processes of ``pid``, a server that runs one worker (or one worker)."""
+    """The training processes of ``pid``: a one-worker server, or one of several workers."""
     return list(spawned_children(pid))
 
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import httpx
 
+from service.jobs.record import TERMINAL
 from tests.support.server import wait_for
 from tests.synthetic import make_images
 
-__all__ = ["AUTH", "TERMINAL", "TOKEN", "image", "submit", "wait_done"]
+__all__ = ["AUTH", "TOKEN", "image", "submit", "wait_done"]
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def wait_done(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str, Any]:

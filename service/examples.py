@@ -1,0 +1,113 @@
+"""The example bodies the OpenAPI document shows, one per response model (tests/service/
+test_openapi.py validates each against its model, so an example cannot drift from the body)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.contract import IMAGE_SHAPE, N_FEATURES, PIXEL_SCALE
+
+__all__ = [
+    "DETAIL",
+    "JOB",
+    "JOBS",
+    "LIVE",
+    "METRICS",
+    "MODELS",
+    "PIXELS",
+    "PREDICTION",
+    "READY",
+    "SUMMARY",
+    "VERSION",
+    "VERSIONS",
+    "VERSION_ROW",
+]
+
+VERSION = "20261122T045742Z-1f3a1006"
+PIXELS: list[Any] = [0] * N_FEATURES
+LIVE: dict[str, Any] = {"status": "live", "pid": 1234}
+READY: dict[str, Any] = {"status": "ready", "models": {"softmax": VERSION}, "problems": {}}
+PREDICTION: dict[str, Any] = {
+    "model": "softmax",
+    "version": VERSION,
+    "predictions": [
+        {
+            "label": 9,
+            "class_name": "Ankle boot",
+            "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.03, 0.0, 0.96],
+            "top_k": [{"label": 9, "class_name": "Ankle boot", "probability": 0.96}],
+        }
+    ],
+}
+SUMMARY: dict[str, Any] = {
+    "name": "softmax",
+    "kind": "softmax",
+    "version": VERSION,
+    "created_at": "2026-11-22T04:57:42Z",
+    "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                    "Sneaker", "Bag", "Ankle boot"],
+    "n_outputs": 10,
+    "metrics": {"train": {"loss": 0.41, "accuracy": 0.86},
+                "test": {"loss": 0.452, "accuracy": 0.848}},
+    "loaded_at": "2026-11-22T05:00:00Z",
+    "problem": None,
+}  # fmt: skip
+MODELS: dict[str, Any] = {"models": [SUMMARY], "not_loaded": {}}
+EPOCH: dict[str, Any] = {
+    "phase": "select", "epoch": 1, "epochs": 5, "learning_rate": 0.09, "train_loss": 0.62,
+    "train_accuracy": 0.79, "validation_loss": 0.51, "validation_accuracy": 0.82,
+    "test_loss": 0.53, "test_accuracy": 0.81, "seconds": 0.3,
+}  # fmt: skip
+DETAIL: dict[str, Any] = {
+    **{key: value for key, value in SUMMARY.items() if key != "n_outputs"},
+    "schema_version": 1,
+    "format": "softserve.linear",
+    "input": {"features": N_FEATURES, "shape": list(IMAGE_SHAPE), "scale": PIXEL_SCALE},
+    "training": {"epochs": 10, "learning_rate": 0.1, "best_epoch": 10},
+    "history": [EPOCH],
+}
+VERSION_ROW: dict[str, Any] = {
+    "version": VERSION,
+    "created_at": "2026-11-22T04:57:42Z",
+    "active": True,
+    "test_accuracy": 0.848,
+    "problem": None,
+}
+VERSIONS: dict[str, Any] = {"model": "softmax", "active": VERSION, "versions": [VERSION_ROW]}
+JOB: dict[str, Any] = {
+    "job_id": "6f1c0c7a9d8e4b5f8a7b6c5d4e3f2a1b",
+    "model": "softmax",
+    "params": {"epochs": 5},
+    "force": False,
+    "status": "running",
+    "created_at": "2026-11-22T05:00:00Z",
+    "started_at": "2026-11-22T05:00:01Z",
+    "finished_at": None,
+    "updated_at": "2026-11-22T05:00:03.250113Z",
+    "progress": {"phase": "select", "epoch": 2, "epochs": 5, "batch": 40, "batches": 215,
+                 "step": 255, "total_steps": 2150, "fraction": 0.12},
+    "history": [EPOCH],
+    "latest": EPOCH,
+    "error": None,
+    "version": None,
+    "promoted": None,
+    "promotion_reason": None,
+    "cancel_requested": False,
+}  # fmt: skip
+JOBS: dict[str, Any] = {"jobs": [JOB]}
+METRICS: dict[str, Any] = {
+    "models": {
+        "softmax": {
+            "version": VERSION,
+            "kind": "softmax",
+            "created_at": "2026-11-22T04:57:42Z",
+            "loaded_at": "2026-11-22T05:00:00Z",
+            "source": {"artifact": "softmax.npz", "job_id": None},
+            **SUMMARY["metrics"],
+        }
+    },
+    "jobs": {
+        "counts": {"queued": 0, "running": 1, "succeeded": 3, "failed": 0, "cancelled": 0},
+        "running": [{key: JOB[key] for key in ("job_id", "model", "progress", "latest")}],
+    },
+}
