@@ -52,3 +52,30 @@ def write_dataset(
         write_idx(folder / f"{FILES[f'{split}_images']}{suffix}", images, compress=compress)
         write_idx(folder / f"{FILES[f'{split}_labels']}{suffix}", labels, compress=compress)
     return folder
+
+
+def as_synthetic_task(folder: Path, *, positive: str = "3") -> Path:
+    """Rewrite the models in ``folder`` (copies of the shipped ones) as if trained on the
+    synthetic classes, named 0..9: a softmax model of those, and a binary one of ``positive``
+    against the rest. Weights and recorded metrics stay, so a job on synthetic data is compared
+    with them on test accuracy alone (a model of other classes is never promoted over them)."""
+    from trainer import artifacts
+
+    names = [str(i) for i in range(10)]
+    softmax = artifacts.load(folder / "softmax.npz")
+    relabelled = softmax.meta | {"version": artifacts.new_version(), "class_names": names}
+    artifacts.save(
+        artifacts.Artifact(softmax.weights, softmax.bias, relabelled), folder / "softmax.npz"
+    )
+    binary = artifacts.load(folder / "binary.npz")
+    rest = [name for name in names if name != positive]
+    relabelled = binary.meta | {
+        "version": artifacts.new_version(),
+        "class_names": [f"not {positive}", positive],
+        "binary": {"positive_classes": [positive], "negative_classes": rest,
+                   "dataset_class_names": names},
+    }  # fmt: skip
+    artifacts.save(
+        artifacts.Artifact(binary.weights, binary.bias, relabelled), folder / "binary.npz"
+    )
+    return folder

@@ -64,15 +64,24 @@ class Promotion:
 
 def decide_promotion(current: Artifact | None, new: Artifact, *, force: bool) -> Promotion:
     """Whether ``new`` replaces the active version ``current``: unless ``force``, only when it
-    is of the same kind and its test accuracy is not below the active one's."""
+    answers the same question (same kind, same classes) and its test accuracy is not below the
+    active one's. Accuracies of different tasks say nothing about which is better."""
     version = new.version
-    if current is not None and current.kind != new.kind and not force:
-        return Promotion(
-            version,
-            False,
-            f"kept as a version only: the active model is {current.kind!r}, "
-            f"this one {new.kind!r} (use force to replace it)",
-        )
+    if current is not None and not force:
+        if current.kind != new.kind:
+            return Promotion(
+                version,
+                False,
+                f"kept as a version only: the active model is {current.kind!r}, "
+                f"this one {new.kind!r} (use force to replace it)",
+            )
+        if current.class_names != new.class_names:
+            return Promotion(
+                version,
+                False,
+                f"kept as a version only: the active model answers {list(current.class_names)}, "
+                f"this one {list(new.class_names)} (use force to replace it)",
+            )
     new_acc = new.test_accuracy
     cur_acc = None if current is None else current.test_accuracy
     if force:

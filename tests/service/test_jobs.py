@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,8 @@ from service.jobs.record import INTERRUPTED, TERMINAL, Job
 from service.jobs.runner import JobRunner, exit_reason, new_owner_id, owner_alive, pid_alive
 from service.jobs.sqlite import SQLiteJobStore as JobStore
 from service.modelstore.folder import FolderModelStore
-from tests.synthetic import make_images, write_dataset, write_idx
+from tests.support.server import copy_shipped_models
+from tests.synthetic import as_synthetic_task, make_images, write_dataset, write_idx
 from trainer import artifacts
 from trainer.data import FILES
 
@@ -37,11 +37,8 @@ WAIT = 60.0
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for name in ("softmax.npz", "binary.npz"):
-        shutil.copy(ROOT / "models" / name, folder / name)
-    return folder
+    """The shipped models, as models of the synthetic classes the jobs here train on."""
+    return as_synthetic_task(copy_shipped_models(tmp_path / "models"))
 
 
 @pytest.fixture
@@ -324,6 +321,7 @@ def test_stop_cancels_the_running_job_as_a_shutdown(
 def test_two_runners_on_one_store_run_each_job_once(
     store: JobStore, model_dir: Path, synthetic_data_dir: Path
 ) -> None:
+    active = artifacts.load(model_dir / "softmax.npz").version
     hooks = Finished(), Finished()
     runners = [
         runner_for(store, model_dir, synthetic_data_dir, concurrency=2, on_finished=hook)
@@ -358,8 +356,7 @@ def test_two_runners_on_one_store_run_each_job_once(
     assert all(len(job.history) == 2 for job in jobs)  # one select epoch, one refit epoch
     versions = {job.version for job in jobs}
     assert len(versions) == 5
-    shipped = artifacts.load(ROOT / "models" / "softmax.npz").version
-    assert set(FolderModelStore(model_dir).versions("softmax")) == versions | {shipped}
+    assert set(FolderModelStore(model_dir).versions("softmax")) == versions | {active}
 
 
 def _parent_of_a_training_child(job_id: str, db: str, model_dir: str, data_dir: Path) -> None:

@@ -218,3 +218,19 @@ def test_tidy_removes_only_stale_temp_files(tmp_path: Path) -> None:
     os.utime(stale, (old, old))
     assert store.tidy() == [str(stale)]
     assert fresh.exists() and not stale.exists()
+
+
+def test_a_model_of_other_classes_is_promoted_only_by_force() -> None:
+    """A binary model of Sandal vs the rest is more accurate than one of Shirt vs the rest, but
+    it answers another question: it must not silently take its place."""
+    shirt = artifacts.load(SHIPPED / "binary.npz")
+    meta = shirt.meta | {
+        "version": artifacts.new_version(),
+        "class_names": ["not Sandal", "Sandal"],
+    }
+    meta["metrics"] = {**meta["metrics"], "test": {"accuracy": 0.99, "loss": 0.05}}
+    sandal = Artifact(shirt.weights, shirt.bias, meta)
+    decision = decide_promotion(shirt, sandal, force=False)
+    assert not decision.promoted
+    assert "answers ['not Shirt', 'Shirt'], this one ['not Sandal', 'Sandal']" in decision.reason
+    assert decide_promotion(shirt, sandal, force=True).promoted

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from tests.support.procs import training_children
-from tests.support.server import Server, run_server, wait_for
+from tests.support.server import Server, copy_shipped_models, run_server, wait_for
 from tests.support.training import AUTH, TOKEN, image, submit, wait_done
-from tests.synthetic import write_dataset, write_idx
+from tests.synthetic import as_synthetic_task, write_dataset, write_idx
 from trainer.data import FILES
 
 
@@ -28,7 +28,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Server]:
     env = {"SOFTSERVE_DATA_DIR": str(data_dir), "SOFTSERVE_API_TOKEN": TOKEN}
-    with run_server(tmp_path_factory.mktemp("train"), env) as running:
+    models = as_synthetic_task(copy_shipped_models(tmp_path_factory.mktemp("models")))
+    with run_server(tmp_path_factory.mktemp("train"), env, model_dir=models) as running:
         yield running
 
 
@@ -381,7 +382,9 @@ def test_a_test_set_with_random_labels_is_not_promoted(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data")
     labels = np.random.default_rng(0).integers(0, 10, 200).astype(np.uint8)
     write_idx(data / f"{FILES['test_labels']}.gz", labels)
-    with run_server(tmp_path, {"SOFTSERVE_DATA_DIR": str(data)}) as server, server.client() as c:
+    models = as_synthetic_task(copy_shipped_models(tmp_path / "models"))
+    env = {"SOFTSERVE_DATA_DIR": str(data)}
+    with run_server(tmp_path, env, model_dir=models) as server, server.client() as c:
         active = c.get("/models/softmax").json()["version"]
         done = wait_done(c, submit(c, {"epochs": 2})["job_id"])
         assert done["status"] == "succeeded", done
