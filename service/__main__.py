@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"python -m service: bad setting: {problems}")
     except SettingsError as exc:  # a value pydantic-settings could not even decode
         sys.exit(f"python -m service: bad setting: {exc}")
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve softserve with uvicorn. Every setting is a SOFTSERVE_* environment "
+        "variable (docs/configuration.md); these options win over the three they name.",
+    )
     parser.add_argument(
         "--host",
         default=settings.host,

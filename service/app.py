@@ -158,6 +158,14 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         )
     registry = Registry(store, settings.required_models)
     registry.refresh()
+    for name, why in registry.not_loaded().items():
+        log.warning("model %r is not served: %s", name, why)
+    if settings.default_model not in registry.models:
+        log.warning(
+            "the default model %r (SOFTSERVE_DEFAULT_MODEL) is not served: /predict without a "
+            "model answers 503 until it is",
+            settings.default_model,
+        )
     jobs = SQLiteJobStore(settings.job_store_dir / "jobs.sqlite3")
     jobs.prune(settings.jobs_kept)
 

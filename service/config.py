@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -92,7 +92,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="origins CORS allows (comma-separated, or a JSON list); none: closed"
     )
-    log_level: str = Field("info", description="log level of `python -m service`")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info",
+        description="log level of `python -m service`: critical, error, warning, info, "
+        "debug or trace",
+    )
     prometheus_multiproc_dir: Path | None = Field(
         None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",

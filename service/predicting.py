@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from service import inputs
-from service.errors import InvalidInput, UnsupportedMediaType
+from service.errors import InvalidInput, ServiceUnavailable, UnsupportedMediaType
 from service.registry import Registry, Served
 from service.telemetry import Telemetry
 from trainer import linear
@@ -183,7 +183,14 @@ class Predictor:
     async def model(self, name: str | None, version: str | None) -> Served:
         """The model that answers: by name (else the default), the active version unless one
         is named; a kept version not in memory yet is loaded off the event loop."""
-        name = self.default_model if name is None else name
+        if name is None:
+            name = self.default_model
+            if name not in self.registry.models:
+                raise ServiceUnavailable(
+                    f"the default model {name!r} is not loaded: "
+                    f"{self.registry.why_missing(name)} (SOFTSERVE_DEFAULT_MODEL)",
+                    code="model_not_loaded",
+                )
         if version is None:
             return self.registry.get(name)
         held = self.registry.in_memory(name, version)
@@ -202,7 +209,7 @@ def json_ready(prediction: Prediction) -> dict[str, Any]:
     if served.kind == "binary":
         predictions = [
             {"label": label, "class_name": names[label], "probability": p}
-            for label, p in zip(label_list, proba.tolist(), strict=True)
+            for label, p in zip(label_list, proba, strict=True)  # float32, as softmax rows
         ]
     else:
         predictions = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, ServiceUnavailable
 from service.modelstore import ModelStore, StoreError, check_name, check_version
 from trainer.artifacts import Artifact, ArtifactError
 from trainer.contract import Kind
@@ -70,13 +70,19 @@ class Registry:
         self._kept_lock = threading.Lock()  # held for a dict operation only: never for I/O
 
     def get(self, name: str) -> Served:
-        """The active version of a served model, or NotFound naming the loaded ones."""
+        """The active version of a served model; 503 saying why for a required model that is
+        not loaded, else NotFound naming the loaded ones."""
         served = self.models.get(name)
         if served is None:
             try:
                 check_name(name)
             except StoreError as e:
                 raise NotFound(str(e), code="unknown_model") from None
+            if name in self.required:
+                raise ServiceUnavailable(
+                    f"model {name!r} is not loaded: {self.why_missing(name)}",
+                    code="model_not_loaded",
+                )
             known = ", ".join(sorted(self.models)) or "none"
             problem = self.problems.get(name)
             raise NotFound(
@@ -175,14 +181,18 @@ class Registry:
         self.models = models  # one assignment: readers see the old dict or the new one
         return changed
 
-    def not_ready(self) -> list[str]:
-        """Why the service is not ready (empty when every required model is served)."""
-        reasons = []
-        for name in self.required:
-            if name not in self.models:
-                problem = self.problems.get(name) or self.store.absent(name)
-                reasons.append(f"model {name!r} is not loaded: {problem}")
-        return reasons
+    def why_missing(self, name: str) -> str:
+        """Why ``name`` is not served: its last problem, or what the store lacks."""
+        return self.problems.get(name) or self.store.absent(name)
+
+    def not_ready(self) -> dict[str, str]:
+        """Each required model that is not served, and why (empty: ready)."""
+        return {name: self.why_missing(name) for name in self.required if name not in self.models}
+
+    def not_loaded(self) -> dict[str, str]:
+        """Each model that is not served though it is required or was seen, and why."""
+        seen = {name: problem for name, problem in self.problems.items() if name not in self.models}
+        return seen | self.not_ready()
 
     def dataset_class_names(self) -> tuple[str, ...] | None:
         """The classes of the data the served models were trained on, when they agree; None

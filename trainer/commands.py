@@ -144,7 +144,7 @@ def sweep(args: argparse.Namespace) -> None:
         "chosen: the rate whose run ended with the lowest validation loss, for this seed and\n"
         "these settings, without the refit (the test columns are for reporting only).\n"
         f"The default rate, {default:g}, comes from comparing rates over several seeds each\n"
-        "(docs/training.md): one sweep may prefer a neighbouring rate by less than the runs\n"
+        "(bench/README.md): one sweep may prefer a neighbouring rate by less than the runs\n"
         "vary from one seed to the next."
     )
     if args.plot:

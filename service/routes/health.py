@@ -33,11 +33,10 @@ async def ready(request: Request) -> dict[str, Any]:
     if state.stopping.is_set():
         raise ServiceUnavailable("the server is shutting down", code="shutting_down")
     registry = state.registry
-    reasons = registry.not_ready()
-    if reasons:
-        raise ServiceUnavailable(
-            "; ".join(reasons), code="not_ready", details={"problems": dict(registry.problems)}
-        )
+    missing = registry.not_ready()
+    if missing:
+        reasons = "; ".join(f"model {name!r} is not loaded: {why}" for name, why in missing.items())
+        raise ServiceUnavailable(reasons, code="not_ready", details={"problems": missing})
     return {
         "status": "ready",
         "models": {name: served.version for name, served in sorted(registry.models.items())},

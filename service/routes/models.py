@@ -59,8 +59,7 @@ def summary(served: Served, problem: str | None) -> dict[str, Any]:
 async def list_models(request: Request) -> dict[str, Any]:
     registry = get_state(request).registry
     models = [summary(s, registry.problems.get(n)) for n, s in sorted(registry.models.items())]
-    broken = {n: p for n, p in registry.problems.items() if n not in registry.models}
-    return {"models": models, "not_loaded": broken}
+    return {"models": models, "not_loaded": registry.not_loaded()}
 
 
 @router.get(

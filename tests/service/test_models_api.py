@@ -134,8 +134,14 @@ def test_not_ready_until_every_required_model_is_loaded(
             images,
         )
         missing = client.post("/predict?model=binary", json={"images": images.tolist()})
-        assert missing.status_code == 404
-        assert missing.json()["error"]["code"] == "unknown_model"
+        assert missing.status_code == 503  # a required model: the server is not ready for it
+        assert missing.json()["error"]["code"] == "model_not_loaded"
+        assert missing.json()["error"]["message"].startswith(
+            "model 'binary' is not loaded: no binary.npz in "
+        )
+        assert client.get("/models").json()["not_loaded"] == {
+            "binary": f"no binary.npz in {guarded.model_dir}"
+        }
 
         replace_atomically(guarded.model_dir / "binary.npz", (SHIPPED / "binary.npz").read_bytes())
         wait_for(lambda: client.get("/health/ready").status_code == 200, timeout=POLL)

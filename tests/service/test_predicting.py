@@ -17,7 +17,13 @@ from starlette.types import Message, Receive, Scope, Send
 from service import inputs
 from service.app import SoftserveApp, create_app
 from service.config import Settings
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from service.fastpath import FastPath
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Body, Limits, Predictor, PredictRequest
@@ -376,3 +382,15 @@ def test_only_a_body_over_the_size_limit_closes_the_connection(tmp_path: Path) -
     declared = [*raw, (b"content-length", str(2**20 + 1).encode())]
     body, _ = serve(tmp_path / "again", declared, whole(b""))
     assert body.status == 413 and body.headers[b"connection"] == b"close"
+
+
+def test_a_missing_default_model_is_503_saying_why(tmp_path: Path) -> None:
+    """The caller named no model: the server is not ready for it, the caller is not wrong."""
+    store = FolderModelStore(copy_shipped_models(tmp_path / "models"))
+    registry = Registry(store, ())
+    registry.refresh()
+    predictor = Predictor(registry, LIMITS, Telemetry(dict, dict), "shirt")
+    with pytest.raises(ServiceUnavailable, match=r"default model 'shirt' is not loaded: no shirt"):
+        run(predictor.predict(PredictRequest(), Pixels(IMAGES)))
+    with pytest.raises(NotFound, match="unknown model 'shirt'"):  # named by the caller
+        run(predictor.predict(PredictRequest(model="shirt"), Pixels(IMAGES)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, ServiceUnavailable
 from service.modelstore.folder import FolderModelStore
 from service.registry import KEPT_CACHE_SIZE, Registry
 from tests.support.server import SHIPPED, copy_shipped_models
@@ -43,7 +43,7 @@ def test_it_serves_what_the_store_holds(registry: Registry) -> None:
     assert (served.name, served.version, served.kind) == ("softmax", shipped.version, "softmax")
     assert (served.weights == shipped.weights).all()
     assert served.class_names == shipped.class_names
-    assert registry.not_ready() == []
+    assert registry.not_ready() == registry.not_loaded() == {}
     assert registry.refresh() == []  # nothing changed: nothing is read again
 
 
@@ -94,11 +94,33 @@ def test_a_removed_model_is_no_longer_served_and_not_ready(
 ) -> None:
     store.active_path("binary").unlink()
     assert registry.refresh() == ["binary"]
-    with pytest.raises(NotFound, match=r"binary\.npz was removed"):
+    with pytest.raises(
+        ServiceUnavailable, match=r"'binary' is not loaded: binary\.npz was removed"
+    ):
+        registry.get("binary")  # a required model: the service is not ready, not the caller wrong
+    assert registry.not_ready() == {"binary": "binary.npz was removed from the model store"}
+    assert registry.not_loaded() == registry.not_ready()
+
+
+def test_a_model_that_is_not_required_is_simply_unknown_once_removed(
+    store: FolderModelStore,
+) -> None:
+    registry = Registry(store, ("softmax",))
+    registry.refresh()
+    store.active_path("binary").unlink()
+    registry.refresh()
+    with pytest.raises(NotFound, match=r"unknown model 'binary' \(binary\.npz was removed"):
         registry.get("binary")
-    assert registry.not_ready() == [
-        "model 'binary' is not loaded: binary.npz was removed from the model store"
-    ]
+    assert registry.not_ready() == {}
+    assert registry.not_loaded() == {"binary": "binary.npz was removed from the model store"}
+
+
+def test_a_required_model_never_seen_is_not_ready_with_the_reason(store: FolderModelStore) -> None:
+    registry = Registry(store, ("softmax", "shirt"))
+    registry.refresh()
+    assert registry.not_ready() == {"shirt": f"no shirt.npz in {store.root}"}
+    with pytest.raises(ServiceUnavailable, match=r"'shirt' is not loaded: no shirt\.npz"):
+        registry.get("shirt")
 
 
 def test_kept_versions_load_on_demand_and_stay_in_a_bounded_cache(

@@ -147,7 +147,11 @@ def test_a_server_started_outside_the_checkout_says_where_it_looked(tmp_path: Pa
         "model 'softmax' is not loaded: no softmax.npz in models"
         in ready.json()["error"]["message"]
     )
-    assert predicted.status_code == 404
+    assert predicted.status_code == 503
+    assert (
+        "the default model 'softmax' is not loaded: no softmax.npz in models"
+        in (predicted.json()["error"]["message"])
+    )
     assert f"the model folder {elsewhere / 'models'} does not exist" in log
     assert "SOFTSERVE_MODEL_DIR" in log
     assert list(elsewhere.iterdir()) == []  # no state/, no models/
