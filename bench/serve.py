@@ -3,10 +3,13 @@
     python -m bench.serve [--runs N] [--duration S] [--connections C] [--batch N] [--quick]
                           [--markdown]
 
-Each run starts one uvicorn process (one worker, pinned to one core; wrk on another), waits until
+Each run starts one server process (one worker, pinned to one core; wrk on another), waits until
 it answers, warms it up for a second, then measures with wrk: one Fashion-MNIST image as JSON,
-then a batch of raw uint8 images. Floor and service runs alternate, so a busy spell slows both.
-Prints tables of medians and the ratios to the floor beside their targets; never asserts.
+then a batch of raw uint8 images. The servers: the floor and the service tuned as benchmarks run
+them (uvicorn, no access log, warnings only), and the README's command 1 as users run it
+(`python -m service`: its access log on) beside the same with the access log off, for one JSON
+image. They alternate within each run, so a busy spell slows every one. Prints tables of medians
+and the ratios beside their targets; never asserts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -39,10 +42,13 @@ from trainer.data import DEBIAN_DIR, load_dataset
 
 LUA = Path(__file__).with_name("wrk_post.lua")
 FLOOR, SERVICE = "floor", "service"
+DEFAULT, QUIET = "python -m service", "python -m service, access log off"
 JSON, RAW = "application/json", "application/octet-stream"
 # What is measured: (name, content type sent, Accept); the batched kinds send raw uint8 images.
 KINDS = (("json", JSON, None), ("raw", RAW, None), ("raw-out", RAW, RAW))
 MIN_THROUGHPUT, MAX_P99, MIN_BATCH_GAIN = 0.80, 2.0, 100.0  # the targets, as ratios
+MIN_LOGGED, MAX_LOGGED_P99 = 0.93, 1.2  # the default command against its access log off
+QUIET_ENV = {"SOFTSERVE_ACCESS_LOG": "off"}
 
 
 @dataclass(frozen=True)
@@ -67,19 +73,29 @@ def pinning() -> tuple[list[str], list[str]]:
     return ["taskset", "-c", str(cores[0])], ["taskset", "-c", str(cores[1])]
 
 
+@dataclass(frozen=True)
+class App:
+    """A server measured: how it starts, and the kinds of request it is sent."""
+
+    name: str
+    ready: str  # the path polled until it answers
+    kinds: tuple[str, ...]
+    asgi: str | None = None  # tuned: uvicorn on this app, one worker, no access log, warnings only
+    env: dict[str, str] = field(default_factory=dict)  # its settings; no asgi: python -m service
+
+
 @contextlib.contextmanager
-def server(app: str, ready_path: str, root: Path, pin: list[str]) -> Iterator[str]:
-    """Run uvicorn serving ``app`` (one worker, no access log) until the block ends; yields its
-    base URL. Its models are a fresh copy of the shipped ones in ``root``."""
-    options = ("--no-access-log", "--log-level", "warning")
-    with run_server(
-        root,
-        app=app,
-        uvicorn_options=options,
-        prefix=pin,
-        live_path=ready_path,
-        watch_interval=None,
-    ) as running:
+def server(app: App, root: Path, pin: list[str]) -> Iterator[str]:
+    """Run ``app`` (one worker) until the block ends; yields its base URL. Its models are a
+    fresh copy of the shipped ones in ``root``, its output a file there."""
+    if app.asgi is not None:
+        options = ("--no-access-log", "--log-level", "warning")
+        started = run_server(root, app.env, app=app.asgi, uvicorn_options=options, prefix=pin,
+                             live_path=app.ready, watch_interval=None)  # fmt: skip
+    else:
+        started = run_server(root, app.env, entry="service", prefix=pin, live_path=app.ready,
+                             watch_interval=None)  # fmt: skip
+    with started as running:
         yield running.url
 
 
@@ -142,6 +158,8 @@ def ratio_rows(res: dict[tuple[str, str], list[Run]], batch: int) -> list[list[s
     gain = med(SERVICE, "raw", "rps") * batch / med(SERVICE, "json", "rps")
     raw_gain = med(SERVICE, "raw-out", "rps") * batch / med(SERVICE, "json", "rps")
     floor_gain = med(FLOOR, "raw", "rps") * batch / med(FLOOR, "json", "rps")
+    logged = med(DEFAULT, "json", "rps") / med(QUIET, "json", "rps")
+    logged_p99 = med(DEFAULT, "json", "p99") / med(QUIET, "json", "p99")
     checks: list[tuple[str, float, str, bool | None]] = [
         ("single JSON req/s, service / floor", throughput, f">= {MIN_THROUGHPUT:.2f}",
          throughput >= MIN_THROUGHPUT),
@@ -155,6 +173,12 @@ def ratio_rows(res: dict[tuple[str, str], list[Run]], batch: int) -> list[list[s
          med(SERVICE, "raw", "rps") / med(FLOOR, "raw", "rps"), "-", None),
         ("batched (raw out) images/s, service / floor",
          med(SERVICE, "raw-out", "rps") / med(FLOOR, "raw-out", "rps"), "-", None),
+        ("single JSON req/s, python -m service: access log on / off", logged,
+         f">= {MIN_LOGGED:.2f}", logged >= MIN_LOGGED),
+        ("single JSON p99, python -m service: access log on / off", logged_p99,
+         f"<= {MAX_LOGGED_P99:.2f}", logged_p99 <= MAX_LOGGED_P99),
+        ("single JSON req/s, python -m service / tuned service",
+         med(DEFAULT, "json", "rps") / med(SERVICE, "json", "rps"), "-", None),
     ]  # fmt: skip
     return [[name, f"{value:.2f}", target, {True: "yes", False: "NO", None: "-"}[met]]
             for name, value, target, met in checks]  # fmt: skip
@@ -186,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: Python {platform.python_version()}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, load average {load_average()}; {cores}")  # fmt: skip
 
-    apps = {FLOOR: ("bench._floor:app", "/"), SERVICE: (args.service_app, "/health/live")}
+    everything = tuple(kind for kind, _, _ in KINDS)
+    apps = [
+        App(FLOOR, "/", everything, asgi="bench._floor:app"),
+        App(SERVICE, "/health/live", everything, asgi=args.service_app, env=QUIET_ENV),
+        App(DEFAULT, "/health/live", ("json",)),  # the README's command 1, its defaults
+        App(QUIET, "/health/live", ("json",), env=QUIET_ENV),
+    ]
     res: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         one, many, source = write_bodies(Path(tmp), args.batch)
@@ -194,11 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems: dict[tuple[str, str], str] = {}
         try:
             for i in range(runs):
-                for name, (app, ready) in apps.items():
-                    root = Path(tmp) / f"{name}-{i}"
+                for index, app in enumerate(apps):
+                    name = app.name
+                    root = Path(tmp) / f"{index}-{i}"
                     root.mkdir()
-                    with server(app, ready, root, server_pin) as url:
+                    with server(app, root, server_pin) as url:
                         for kind, content_type, accept in KINDS:
+                            if kind not in app.kinds:
+                                continue
                             body = one if content_type == JSON else many
                             problem = probe(url, body, content_type, accept)
                             if problem and (name, kind) not in problems:
@@ -219,13 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"\nOne image as JSON, POST /predict ({args.connections} connections, {seconds:g} s "
           f"per run, medians over {runs} runs):\n")  # fmt: skip
-    print(render(HEADER, [summary(n, res[n, "json"], 1) for n in apps], args.markdown))
+    print(render(HEADER, [summary(a.name, res[a.name, "json"], 1) for a in apps], args.markdown))
+    batched = [a.name for a in apps if "raw" in a.kinds]
     print(f"\n{args.batch} images as raw uint8 (application/octet-stream), POST /predict, "
           "answered in JSON:\n")  # fmt: skip
-    print(render(HEADER, [summary(n, res[n, "raw"], args.batch) for n in apps], args.markdown))
+    print(render(HEADER, [summary(n, res[n, "raw"], args.batch) for n in batched], args.markdown))
     print(f"\nThe same {args.batch} images, answered as raw float32 probabilities "
           "(Accept: application/octet-stream):\n")  # fmt: skip
-    print(render(HEADER, [summary(n, res[n, "raw-out"], args.batch) for n in apps],
+    print(render(HEADER, [summary(n, res[n, "raw-out"], args.batch) for n in batched],
                  args.markdown))  # fmt: skip
     print("\nRatios of medians, and the targets:\n")
     ratios = ratio_rows(res, args.batch)

@@ -20,12 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
-from service.edge import EdgeMiddleware
+from service.edge import EdgeMiddleware, Observer
 from service.error_handlers import add_error_handlers
 from service.fastpath import FastPath
 from service.jobs.record import Job
 from service.jobs.runner import JobRunner
 from service.jobs.sqlite import SQLiteJobStore
+from service.logs import STDERR, AccessLog, Writer, default_format
+from service.logs import configure as configure_logs
 from service.modelstore import StoreError
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Limits, Predictor
@@ -42,7 +44,9 @@ DESCRIPTION = """\
 Classifies 28x28 grayscale images (Fashion-MNIST by default) with linear models trained by
 softserve's own NumPy trainer, trains new versions in the background and swaps them in.
 
-Every error has one shape: `{"error": {"code": ..., "message": ..., "details": ...}}`.
+Every error has one shape: `{"error": {"code": ..., "message": ..., "details": ...,
+"request_id": ...}}`. Every response carries its request's id in `X-Request-ID` (the caller's,
+when it sends a valid one), and the access log writes one line per request with it.
 """
 
 
@@ -58,29 +62,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return holder["state"].jobs.counts() if "state" in holder else {}
 
     telemetry = Telemetry(served_models, job_counts, settings.prometheus_multiproc_dir)
+    writer = Writer(
+        STDERR,
+        default_format(settings.log_format),
+        capacity=settings.log_queue_size,
+        count=telemetry.log_lines,
+    )
+    access = AccessLog(writer, enabled=settings.access_log, sample=settings.access_log_sample)
+    observer = Observer(telemetry, access)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await run_in_threadpool(_build_state, settings, telemetry)
-        holder["state"] = state
-        # Imports and startup leave ~10^5 long-lived objects; without this every full garbage
-        # collection walks them all, which showed as 40% fewer predictions per second.
-        gc.collect()
-        gc.freeze()
-        app.state.softserve = state
-        restore_signals = _notice_shutdown(state.stopping)
-        await state.runner.start()
-        watcher = asyncio.create_task(_watch(state))
+        writer.start()
+        restore_logging = configure_logs(writer, settings.log_level)
         try:
-            yield
+            async with _running(app, settings, telemetry, holder):
+                yield
         finally:
-            watcher.cancel()
-            with suppress(asyncio.CancelledError):
-                await watcher
-            await state.runner.stop()
-            restore_signals()
-            app.state.softserve = None
-            holder.pop("state", None)
+            restore_logging()
+            writer.stop()
 
     app = SoftserveApp(
         title="softserve",
@@ -98,12 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
         )
     framework: ASGIApp = EdgeMiddleware(
         functools.partial(FastAPI.__call__, app),
         max_body_bytes=settings.max_body_bytes,
-        telemetry=telemetry,
+        observer=observer,
     )
     if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
         framework = FastPath(
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predict.FAST_ROUTES,
             predictor=lambda: holder["state"].predictor if "state" in holder else None,
             max_body_bytes=settings.max_body_bytes,
-            telemetry=telemetry,
+            observer=observer,
         )
     app.outer = framework
     return app
@@ -132,6 +133,33 @@ class SoftserveApp(FastAPI):
             await self.outer(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+@asynccontextmanager
+async def _running(
+    app: FastAPI, settings: Settings, telemetry: Telemetry, holder: dict[str, AppState]
+) -> AsyncIterator[None]:
+    """The app's state from startup to shutdown: models loaded, jobs run, the folder watched."""
+    state = await run_in_threadpool(_build_state, settings, telemetry)
+    holder["state"] = state
+    # Imports and startup leave ~10^5 long-lived objects; without this every full garbage
+    # collection walks them all, which showed as 40% fewer predictions per second.
+    gc.collect()
+    gc.freeze()
+    app.state.softserve = state
+    restore_signals = _notice_shutdown(state.stopping)
+    await state.runner.start()
+    watcher = asyncio.create_task(_watch(state))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await watcher
+        await state.runner.stop()
+        restore_signals()
+        app.state.softserve = None
+        holder.pop("state", None)
 
 
 def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:

@@ -92,6 +92,27 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="origins CORS allows (comma-separated, or a JSON list); none: closed"
     )
+    log_format: Literal["json", "text"] | None = Field(
+        None,
+        description="`json` (one object a line) or `text`; unset: text when stderr is a "
+        "terminal, else JSON",
+    )
+    access_log: bool = Field(
+        True, description="one line per request, off the event loop (`on` or `off`)"
+    )
+    access_log_sample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of requests the access log writes, for very busy servers; the rest "
+        "are counted in /metrics",
+    )
+    log_queue_size: int = Field(
+        10000,
+        ge=1,
+        description="lines waiting to be written; beyond, a line is dropped and counted in "
+        "/metrics (a request never waits for its line)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info",
         description="log level of `python -m service`: critical, error, warning, info, "
@@ -135,6 +156,8 @@ def settings_table() -> str:
 def _shown(default: Any) -> str:
     if default is None:
         return "unset"
+    if isinstance(default, bool):
+        return "`on`" if default else "`off`"
     if isinstance(default, tuple):
         return f"`{','.join(default)}`" if default else "none"
     if isinstance(default, str | Path):

@@ -1,8 +1,10 @@
-"""The edge of the app: the body-size limit and request metrics, as plain ASGI.
+"""The edge of the app: request ids, the body-size limit, request metrics and the access log, as
+plain ASGI.
 
 `EdgeMiddleware` applies them to every request that reaches FastAPI; the fast path
 (`service.fastpath`) applies the same rules with the same functions to the requests it answers
-itself: `content_length` (the one reading of the header), `read_body`, `too_large`, `send_error`.
+itself: `content_length` (the one reading of the header), `read_body`, `too_large`, `send_error`,
+`finish` (the metrics and the access line).
 Plain ASGI, not BaseHTTPMiddleware: it adds a few microseconds per request, not a task and a
 queue, which matters on a path that answers in well under a millisecond.
 """
@@ -15,13 +17,18 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError, render_error
+from service.logs import AccessLog, Request, request_id
 from service.telemetry import Telemetry
 
 __all__ = [
     "CLIENT_GONE",
+    "ERROR",
+    "PREDICTION",
+    "REQUEST_ID",
     "UNROUTED",
     "ClientDisconnect",
     "EdgeMiddleware",
+    "Observer",
     "content_length",
     "read_body",
     "send_error",
@@ -30,6 +37,11 @@ __all__ = [
 
 UNROUTED = "unmatched"  # the route label of a request answered before any route matched it
 CLIENT_GONE = 499  # the status counted for a request whose client left before the answer
+# What the layers below tell the edge through the request's scope, for the access line:
+REQUEST_ID = "softserve.request_id"  # str: set by the edge, read by the error handlers
+PREDICTION = "softserve.prediction"  # (model, version, images), set by a prediction route
+ERROR = "softserve.error"  # the error code, set by the error handlers
+_LOGGED_PATH = 1000  # characters of a path an access line repeats
 
 
 def content_length(value: bytes) -> int | None:
@@ -73,36 +85,80 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_error(send: Send, error: ServiceError) -> None:
-    rendered = render_error(error)
-    headers = [*rendered.headers, (b"content-length", str(len(rendered.body)).encode())]
+async def send_error(send: Send, error: ServiceError, request_id: str) -> None:
+    rendered = render_error(error, request_id)
+    headers = [
+        *rendered.headers,
+        (b"content-length", str(len(rendered.body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
     await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
     await send({"type": "http.response.body", "body": rendered.body})
 
 
-class EdgeMiddleware:
-    """Refuses bodies over ``max_body_bytes`` with 413 (by Content-Length before reading, and by
-    counting while streaming), and records every HTTP request's route, status and latency."""
+class Observer:
+    """What every answered request leaves behind: its metrics and its access line."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, access: AccessLog) -> None:
+        self.telemetry, self.access = telemetry, access
+
+    def finish(
+        self,
+        scope: Scope,
+        route: str,
+        status: int,
+        started: float,
+        start: float,
+        request_id: str,
+        prediction: tuple[str, str, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """``started``: time.time() when it came; ``start``: time.perf_counter() then."""
+        seconds = time.perf_counter() - start
+        method = scope["method"]
+        self.telemetry.observe(route, method, status, seconds)
+        model, version, images = prediction or (None, None, None)
+        self.access.log(
+            Request(started, request_id, method, scope["path"][:_LOGGED_PATH], status,
+                    seconds * 1000, model, version, images, error)
+        )  # fmt: skip
+
+
+class EdgeMiddleware:
+    """Gives every HTTP request its id (echoed as X-Request-ID), refuses bodies over
+    ``max_body_bytes`` with 413 (by Content-Length before reading, and by counting while
+    streaming), and records each request's metrics and access line."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, observer: Observer) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.telemetry = telemetry
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         status = 500
-        started = False
+        sent = False
         limit = self.max_body_bytes
+        given: bytes | None = None
+        declared: int | None = None
+        for key, value in scope["headers"]:  # the first of each, as Starlette reads them
+            if key == b"x-request-id" and given is None:
+                given = value
+            elif key == b"content-length" and declared is None:
+                declared = content_length(value)
+        rid = request_id(given)
+        scope[REQUEST_ID] = rid
+        rid_header = (b"x-request-id", rid.encode())
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                started = True
+                sent = True
+                message = {**message, "headers": [*message.get("headers", ()), rid_header]}
             await send(message)
 
         received = 0
@@ -117,12 +173,10 @@ class EdgeMiddleware:
             return message
 
         try:
-            declared = next(
-                (content_length(v) for k, v in scope["headers"] if k == b"content-length"), None
-            )
             if declared is not None and declared > limit:
                 status = 413
-                await send_error(send, too_large(declared, limit))
+                scope[ERROR] = PayloadTooLarge.code
+                await send_error(send, too_large(declared, limit), rid)
                 return
             # With a Content-Length the server delivers exactly that many bytes: only a chunked
             # body needs counting as it arrives.
@@ -130,11 +184,13 @@ class EdgeMiddleware:
             try:
                 await self.app(scope, counted, send_wrapper)
             except PayloadTooLarge as e:
-                if started:
+                if sent:
                     raise
                 status = 413
-                await send_error(send, e)
+                scope[ERROR] = e.code
+                await send_error(send, e, rid)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or UNROUTED
-            self.telemetry.observe(path, scope["method"], status, time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None) or UNROUTED
+            self.observer.finish(
+                scope, route, status, started, start, rid, scope.get(PREDICTION), scope.get(ERROR)
+            )

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from service.edge import ERROR, REQUEST_ID
 from service.errors import (
     BadRequest,
     InvalidInput,
@@ -38,8 +39,8 @@ def add_error_handlers(app: FastAPI) -> None:
     """Render every error, FastAPI's and Starlette's own included, in the one JSON shape."""
 
     @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError) -> Response:
-        return _response(exc)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        return _response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -48,18 +49,19 @@ def add_error_handlers(app: FastAPI) -> None:
             # and fails as "not a valid dictionary", which hides the real problem.
             declared = request.headers.get("content-type")
             return _response(
+                request,
                 UnsupportedMediaType(
                     f"unsupported Content-Type {declared[:100]!r}: send application/json"
                     if declared
                     else "missing Content-Type: send application/json"
-                )
+                ),
             )
         for e in exc.errors():  # FastAPI reports unparsable JSON as a 422 at loc (body, offset)
             if e.get("type") == "json_invalid":
                 reason = e.get("ctx", {}).get("error", "JSON decode error")
                 where = e.get("loc", ())[-1]
                 return _response(
-                    _not_json(f"body is not valid JSON: {reason} at character {where}")
+                    request, _not_json(f"body is not valid JSON: {reason} at character {where}")
                 )
         details = [
             {"loc": [_short(p) for p in e.get("loc", ())], "message": e.get("msg", ""),
@@ -69,7 +71,8 @@ def add_error_handlers(app: FastAPI) -> None:
         first = details[0] if details else {"loc": [], "message": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return _response(
-            InvalidInput(f"{where}: {first['message']}", code="invalid_request", details=details)
+            request,
+            InvalidInput(f"{where}: {first['message']}", code="invalid_request", details=details),
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -80,21 +83,25 @@ def add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path[:200]}"
         elif exc.status_code == 400 and message == "There was an error parsing the body":
-            return _response(_unparsable(exc.__cause__))
+            return _response(request, _unparsable(exc.__cause__))
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:200]}"
             allowed = _allowed(request)
             headers = {"Allow": allowed} if allowed is not None else {}
-        return _response(ServiceError(message, code=code, headers=headers, status=exc.status_code))
+        return _response(
+            request, ServiceError(message, code=code, headers=headers, status=exc.status_code)
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _response(ServiceError("internal error; the server log has details"))
+        return _response(request, ServiceError("internal error; the server log has details"))
 
 
-def _response(error: ServiceError) -> Response:
-    rendered = render_error(error)
+def _response(request: Request, error: ServiceError) -> Response:
+    """The error's response, naming the request it answers; the edge logs its code."""
+    request.scope[ERROR] = error.code
+    rendered = render_error(error, request.scope.get(REQUEST_ID))
     response = Response(rendered.body, status_code=rendered.status)
     response.raw_headers = [
         *rendered.headers,

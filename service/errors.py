@@ -1,7 +1,8 @@
 """Domain errors that carry their HTTP status, and the one JSON shape every error is sent in.
 
-``{"error": {"code": "...", "message": "...", "details": ...}}``: `code` is stable and
-machine-readable, `message` a sentence naming the problem, `details` optional structure.
+``{"error": {"code": "...", "message": "...", "details": ..., "request_id": "..."}}``: `code` is
+stable and machine-readable, `message` a sentence naming the problem, `details` optional
+structure, `request_id` the request's id (its X-Request-ID), as the access log shows it.
 `render_error` turns any of them into status, headers and body, for every layer that answers:
 the FastAPI handlers, the edge and the fast path.
 """
@@ -29,9 +30,13 @@ __all__ = [
 ]
 
 
-def error_body(code: str, message: str, details: Any = None) -> bytes:
+def error_body(
+    code: str, message: str, details: Any = None, request_id: str | None = None
+) -> bytes:
     """The JSON bytes of one error, in the shape every error response uses."""
-    return orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+    return orjson.dumps(
+        {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
+    )
 
 
 class ServiceError(Exception):
@@ -58,8 +63,8 @@ class ServiceError(Exception):
         if status is not None:  # for errors the framework raised with a status of its own
             self.status = status
 
-    def body(self) -> bytes:
-        return error_body(self.code, self.message, self.details)
+    def body(self, request_id: str | None = None) -> bytes:
+        return error_body(self.code, self.message, self.details, request_id)
 
 
 class Rendered(NamedTuple):
@@ -73,12 +78,12 @@ class Rendered(NamedTuple):
 _JSON = (b"content-type", b"application/json")
 
 
-def render_error(error: ServiceError) -> Rendered:
+def render_error(error: ServiceError, request_id: str | None = None) -> Rendered:
     """The one response for an error: its status, its headers after the content type, and the
-    error's JSON."""
+    error's JSON, naming the request it answers."""
     headers = [_JSON, *((k.lower().encode("latin-1"), v.encode("latin-1"))
                         for k, v in error.headers.items())]  # fmt: skip
-    return Rendered(error.status, headers, error.body())
+    return Rendered(error.status, headers, error.body(request_id))
 
 
 class BadRequest(ServiceError):

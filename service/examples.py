@@ -93,6 +93,7 @@ JOB: dict[str, Any] = {
     "promoted": None,
     "promotion_reason": None,
     "cancel_requested": False,
+    "request_id": "5f0c2a9e41b7-17",
 }  # fmt: skip
 JOBS: dict[str, Any] = {"jobs": [JOB]}
 METRICS: dict[str, Any] = {

@@ -26,14 +26,15 @@ from service.edge import (
     CLIENT_GONE,
     UNROUTED,
     ClientDisconnect,
+    Observer,
     content_length,
     read_body,
     send_error,
     too_large,
 )
 from service.errors import ServiceError
+from service.logs import request_id
 from service.predicting import Predictor
-from service.telemetry import Telemetry
 
 __all__ = ["FastPath", "FastRequest", "FastRoute", "Reply"]
 
@@ -41,10 +42,12 @@ log = logging.getLogger("softserve.fastpath")
 
 
 class Reply(NamedTuple):
-    """A 200 answer: raw ASGI headers (content-type first) and the body."""
+    """A 200 answer: raw ASGI headers (content-type first) and the body; for the access log,
+    the model, version and number of images of a prediction."""
 
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    prediction: tuple[str, str, int] | None = None
 
 
 class FastRequest:
@@ -94,14 +97,14 @@ class FastPath:
         *,
         predictor: Callable[[], Predictor | None],
         max_body_bytes: int,
-        telemetry: Telemetry,
+        observer: Observer,
     ) -> None:
         self.app = app
         self.routes = [(route, route.pattern()) for route in routes]
         self.methods = frozenset(route.method for route in routes)
         self.predictor = predictor
         self.max_body_bytes = max_body_bytes
-        self.telemetry = telemetry
+        self.observer = observer
 
     def match(self, method: str, path: str) -> tuple[FastRoute, dict[str, str]] | None:
         """The route answering ``method path`` here, with the path's parameters, or None."""
@@ -122,7 +125,8 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         route, params = matched
-        content_type = accept = length = None
+        started, start = time.time(), time.perf_counter()
+        content_type = accept = length = given = None
         for key, value in scope["headers"]:  # the first of a repeated header, as Starlette reads
             if key == b"content-type":
                 content_type = value.decode("latin-1") if content_type is None else content_type
@@ -130,34 +134,47 @@ class FastPath:
                 accept = value.decode("latin-1") if accept is None else accept
             elif key == b"content-length" and length is None:
                 length = value
+            elif key == b"x-request-id" and given is None:
+                given = value
         declared = None if length is None else content_length(length)
         request = FastRequest(
             params, scope["query_string"], content_type, accept, receive, self.max_body_bytes
         )
-        start = time.perf_counter()
         status = 500
         label = route.path
+        rid = ""
+        prediction = error = None
         try:
             if declared is not None and declared > self.max_body_bytes:
                 label = UNROUTED  # as the edge counts it: refused before any routing
                 raise too_large(declared, self.max_body_bytes)
             reply = await route.handler(predictor, request)
-            if reply is None:  # declined, before reading the body
+            if reply is None:  # declined, before reading the body: the edge takes it all on
                 status = 0
                 await self.app(scope, receive, send)
                 return
-            headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+            rid = request_id(given)
+            headers = [
+                *reply.headers,
+                (b"content-length", str(len(reply.body)).encode()),
+                (b"x-request-id", rid.encode()),
+            ]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
-            status = 200
+            status, prediction = 200, reply.prediction
         except ServiceError as e:
-            status = e.status
-            await send_error(send, e)
+            rid = request_id(given)
+            status, error = e.status, e.code
+            await send_error(send, e, rid)
         except ClientDisconnect:
             status = CLIENT_GONE  # nobody to answer
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await send_error(send, ServiceError("internal error; the server log has details"))
+            rid = request_id(given)
+            failure = ServiceError("internal error; the server log has details")
+            status, error = failure.status, failure.code
+            await send_error(send, failure, rid)
         finally:
-            if status:  # a declined request is counted by the edge instead
-                self.telemetry.observe(label, scope["method"], status, time.perf_counter() - start)
+            if status:  # a declined request is the edge's to count and log
+                rid = rid or request_id(given)
+                self.observer.finish(scope, label, status, started, start, rid, prediction, error)

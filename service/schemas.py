@@ -59,7 +59,10 @@ class _Reply(BaseModel):
 class ErrorDetail(_Reply):
     code: str = Field(examples=["invalid_pixels"])
     message: str = Field(examples=["expected 784 pixels, got 783"])
-    details: Any = None
+    details: Any = Field(None, description="more about the problem; its form depends on the code")
+    request_id: str | None = Field(
+        None, examples=["5f0c2a9e41b7-17"], description="the request's id, as X-Request-ID says"
+    )
 
 
 class ErrorResponse(_Reply):
@@ -247,6 +250,7 @@ class Job(_Reply):
     promoted: bool | None
     promotion_reason: str | None
     cancel_requested: bool
+    request_id: str | None = Field(description="of the request that submitted it (X-Request-ID)")
 
 
 class JobList(_Reply):

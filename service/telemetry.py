@@ -57,6 +57,20 @@ class Telemetry:
             ["model"],
             registry=own,
         )
+        lines = Counter(
+            "softserve_log_lines",
+            "Log lines by kind (access: one per request; log: the service's records) and "
+            "outcome: written, dropped (the queue was full) or sampled out",
+            ["kind", "outcome"],
+            registry=own,
+        )
+        self._lines = {
+            (kind, outcome): lines.labels(kind, outcome)
+            for kind, outcome in (
+                ("access", "written"), ("access", "dropped"), ("access", "sampled_out"),
+                ("log", "written"), ("log", "dropped"),
+            )
+        }  # fmt: skip
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._models: dict[str, Any] = {}
         if multiprocess_dir is not None:  # values live in files there; collect from all of them
@@ -75,6 +89,10 @@ class Telemetry:
             self._children[key] = pair
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def log_lines(self, kind: str, outcome: str, n: int = 1) -> None:
+        """Count ``n`` log lines of ``kind`` (access, log) that were ``outcome``."""
+        self._lines[kind, outcome].inc(n)
 
     def predicted(self, model: str, n: int) -> None:
         child = self._models.get(model)

@@ -37,6 +37,7 @@ class Job:
     promotion_reason: str | None
     cancel_requested: bool
     owner: str | None
+    request_id: str | None  # of the request that submitted it, as the access log shows it
 
     @property
     def latest(self) -> dict[str, Any] | None:

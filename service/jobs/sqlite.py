@@ -42,10 +42,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, updated_at TEXT NOT NULL,
     owner TEXT, heartbeat REAL,  -- unix time of the owner's or the child's last sign of life
     progress TEXT, history TEXT NOT NULL DEFAULT '[]',  -- JSON
-    error TEXT, version TEXT, promoted INTEGER, promotion_reason TEXT
+    error TEXT, version TEXT, promoted INTEGER, promotion_reason TEXT,
+    request_id TEXT  -- of the request that submitted it
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
+_ADDED_COLUMNS = (("request_id", "TEXT"),)  # columns the table gained after its first release
 
 
 _FIELDS = tuple(field.name for field in fields(Job))
@@ -101,9 +103,16 @@ class SQLiteJobStore:
             with self._write() as conn:
                 for statement in _SCHEMA.split(";"):
                     conn.execute(statement)
+                columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for column, kind in _ADDED_COLUMNS:  # a file written before they existed
+                    if column not in columns:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         self._ready = True
 
-    def submit(self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int) -> Job:
+    def submit(
+        self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int,
+        request_id: str | None = None,
+    ) -> Job:  # fmt: skip
         """Queue a job, or raise QueueFull when ``queue_limit`` jobs are already waiting."""
         if not self._ready:
             self._create()
@@ -114,17 +123,11 @@ class SQLiteJobStore:
                 raise QueueFull(f"{jobs} already queued (limit {queue_limit}); try again later")
             job_id = uuid.uuid4().hex
             conn.execute(
-                "INSERT INTO jobs (id, model, params, force, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (
-                    job_id,
-                    model,
-                    orjson.dumps(params).decode(),
-                    int(force),
-                    now,
-                    utc_now_iso(precise=True),
-                ),
-            )
+                "INSERT INTO jobs (id, model, params, force, status, created_at, updated_at,"
+                " request_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, model, orjson.dumps(params).decode(), int(force), now,
+                 utc_now_iso(precise=True), request_id),
+            )  # fmt: skip
             return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def get(self, job_id: str) -> Job | None:

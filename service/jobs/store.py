@@ -29,7 +29,10 @@ class JobStore(Protocol):
     # plain text, so the child can open it before anything heavy is imported; never a secret.
     location: str
 
-    def submit(self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int) -> Job:
+    def submit(
+        self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int,
+        request_id: str | None = None,
+    ) -> Job:  # fmt: skip
         """Queue a job, or raise QueueFull when ``queue_limit`` jobs are already waiting."""
         ...
 

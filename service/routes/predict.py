@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from service import inputs
+from service.edge import PREDICTION
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge
 from service.fastpath import FastRequest, FastRoute, Reply
 from service.modelstore import StoreError, check_version
@@ -78,10 +79,11 @@ def parse_request(query: bytes | str, accept: str | None, *, named: str | None) 
 def reply(prediction: Prediction, raw: bool) -> Reply:
     """JSON, or with ``raw`` the (N, K) float32 probabilities as bytes, with their shape in the
     headers (binary models: K = 1, the positive class)."""
+    served = prediction.served
+    what = (served.name, served.version, len(prediction))
     if not raw:
         body = orjson.dumps(json_ready(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
-        return Reply(_JSON_HEADERS, body)
-    served = prediction.served
+        return Reply(_JSON_HEADERS, body, what)
     table = np.ascontiguousarray(prediction.proba.reshape(len(prediction), -1), "<f4")
     headers = [
         (b"content-type", RAW.encode()),
@@ -90,7 +92,7 @@ def reply(prediction: Prediction, raw: bool) -> Reply:
         (b"x-softserve-shape", f"{table.shape[0]},{table.shape[1]}".encode()),
         (b"x-softserve-dtype", b"<f4"),
     ]
-    return Reply(headers, table.tobytes())
+    return Reply(headers, table.tobytes(), what)
 
 
 async def _fast(predictor: Predictor, request: FastRequest) -> Reply | None:
@@ -131,6 +133,7 @@ async def _predict(request: Request, name: str | None) -> Response:
     else:
         payload = Body(content_type, request.body)
     answer = reply(await predictor.predict(parsed, payload), parsed.raw)
+    request.scope[PREDICTION] = answer.prediction  # for the access line
     return Response(answer.body, headers={k.decode(): v.decode() for k, v in answer.headers})
 
 

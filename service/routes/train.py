@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import TOKEN, TokenFirstRoute
+from service.edge import REQUEST_ID
 from service.errors import InvalidInput, NotFound, TooManyRequests
 from service.jobs.record import Job, JobStatus
 from service.jobs.store import QueueFull
@@ -90,6 +91,7 @@ async def submit(
             params,
             req.force,
             queue_limit=state.settings.train_queue_size,
+            request_id=request.scope.get(REQUEST_ID),
         )
     except QueueFull as e:
         raise TooManyRequests(

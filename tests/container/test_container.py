@@ -5,6 +5,7 @@ Needs a Docker daemon (see tests/container/conftest.py); .ci/run starts one and 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -45,6 +46,34 @@ def test_ready_at_once_and_predicts_like_the_shipped_artifacts(
         bad = client.post("/predict", json={"pixels": [0] * 783})
         assert bad.status_code == 422
         assert "expected 784 pixels, got 783" in bad.json()["error"]["message"]
+        traced = client.post(
+            "/predict", json={"pixels": [0] * 784}, headers={"X-Request-ID": "c-1"}
+        )
+        assert traced.headers["x-request-id"] == "c-1"
+
+
+def test_logs_json_lines_with_the_request_ids_by_default(
+    run_container: RunContainer, volumes: dict[str, str]
+) -> None:
+    """The image runs what the README's command 1 runs, with its defaults: JSON lines, an
+    access line per request, the caller's request id in it."""
+    container = run_container(volumes, None)
+    container.wait_ready()
+    with container.client() as client:
+        client.post("/predict", json={"pixels": [0] * 784}, headers={"X-Request-ID": "c-2"})
+        client.get("/models/nope", headers={"X-Request-ID": "c-3"})
+
+    def access_lines() -> dict[str, dict[str, object]]:
+        found = {}
+        for text in container.logs().splitlines():
+            line = json.loads(text)  # every line is JSON
+            if line.get("type") == "access":
+                found[line["request_id"]] = line
+        return found if {"c-2", "c-3"} <= set(found) else {}
+
+    lines = wait_for(access_lines, timeout=30)
+    assert (lines["c-2"]["status"], lines["c-2"]["model"]) == (200, "softmax")
+    assert (lines["c-3"]["status"], lines["c-3"]["error"]) == (404, "unknown_model")
 
 
 def test_runs_as_a_non_root_user_with_workers_from_the_environment_and_reports_healthy(

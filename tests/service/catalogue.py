@@ -72,13 +72,14 @@ def case(name: str, url: str, request: dict[str, Any], status: int, code: str, m
 
 
 def assert_error(response: httpx.Response, status: int, code: str, message: str) -> dict[str, Any]:
-    """The response is `status` in the one error shape, with `code`, and `message` in its
-    message; returns the error object."""
+    """The response is `status` in the one error shape, with `code`, `message` in its message,
+    and the request's id, as its X-Request-ID header says; returns the error object."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert list(body) == ["error"]
-    assert sorted(body["error"]) == ["code", "details", "message"]
+    assert sorted(body["error"]) == ["code", "details", "message", "request_id"]
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
     assert body["error"]["code"] == code
     assert message in body["error"]["message"]
     error: dict[str, Any] = body["error"]

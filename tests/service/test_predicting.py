@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from service import inputs
 from service.app import SoftserveApp, create_app
 from service.config import Settings
+from service.edge import Observer
 from service.errors import (
     InvalidInput,
     NotFound,
@@ -25,6 +26,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.fastpath import FastPath
+from service.logs import AccessLog, Writer
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Body, Limits, Predictor, PredictRequest
 from service.registry import Registry
@@ -36,6 +38,11 @@ from trainer import artifacts, linear
 T = TypeVar("T")
 LIMITS = Limits(max_body_bytes=2**20, max_batch=4, max_image_pixels=4096)
 IMAGES = np.random.default_rng(0).integers(0, 256, (3, 784), dtype=np.uint8)
+
+
+def quiet(telemetry: Telemetry) -> Observer:
+    """Metrics as the app keeps them, and no access log."""
+    return Observer(telemetry, AccessLog(Writer(2, "json", capacity=1), enabled=False, sample=1))
 
 
 def run(coroutine: Awaitable[T]) -> T:
@@ -276,7 +283,11 @@ def test_before_startup_and_for_multipart_the_framework_answers(tmp_path: Path) 
 
     def make(predictor: Callable[[], Predictor | None]) -> FastPath:
         return FastPath(
-            framework, FAST_ROUTES, predictor=predictor, max_body_bytes=1024, telemetry=telemetry
+            framework,
+            FAST_ROUTES,
+            predictor=predictor,
+            max_body_bytes=1024,
+            observer=quiet(telemetry),
         )
 
     scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
@@ -336,7 +347,7 @@ def serve(
 
     fast = FastPath(
         framework, FAST_ROUTES, predictor=lambda: predictor, max_body_bytes=2**20,
-        telemetry=telemetry,
+        observer=quiet(telemetry),
     )  # fmt: skip
     scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
              "headers": headers}  # fmt: skip

@@ -46,6 +46,7 @@ def fuzz_config(
     seconds: int | None = None,
     phases: Sequence[str] = PHASES,
     seed: int | None = None,
+    mode: str = "all",
 ) -> SchemathesisConfig:
     """No 5xx; status codes, content types, headers and bodies as documented; schema-invalid
     input rejected; a created job readable. ``max_examples`` per operation and phase; the same
@@ -58,6 +59,7 @@ def fuzz_config(
             "request-timeout": 10,  # a request hanging longer fails (a deadline per call)
             "max-stream-events": 1,  # SSE: the first event shows the shape; not until the job ends
             "generation": {
+                "mode": mode,  # positive (valid by the schema), negative, or all
                 "max-examples": max_examples,
                 "deterministic": seed is None,  # the same cases on every run and machine
                 "database": "none",  # nothing written to .hypothesis/ in the repository
