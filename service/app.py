@@ -7,6 +7,7 @@ import functools
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -19,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import __version__
 from service.config import Settings
 from service.edge import EdgeMiddleware, Observer
 from service.error_handlers import add_error_handlers
@@ -84,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = SoftserveApp(
         title="softserve",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         # OpenTelemetry off: checking whether it is configured costs ~13 us on every request.
@@ -212,6 +214,12 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
     predictor = Predictor(
         registry, Limits.from_settings(settings), telemetry, settings.default_model
     )
+    served = ", ".join(f"{name} {s.version}" for name, s in sorted(registry.models.items()))
+    log.info(
+        "softserve %s (pid %d) serving %s from %s; jobs in %s",
+        __version__, os.getpid(), served or "no model", settings.model_dir.resolve(),
+        settings.job_store_dir.resolve(),
+    )  # fmt: skip
     return AppState(settings, store, registry, predictor, jobs, runner, telemetry)
 
 

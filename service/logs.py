@@ -123,6 +123,41 @@ def format_record(record: logging.LogRecord, form: LogFormat) -> bytes:
     return (text + (f"\n{failure.rstrip()}" if failure else "")).encode("utf-8", "replace") + b"\n"
 
 
+def _format(items: list[Request | logging.LogRecord], form: LogFormat) -> tuple[bytearray, int]:
+    """The lines of a batch, and how many are access lines.
+
+    Each line goes into one buffer as soon as it is made: a batch of separate bytes objects,
+    all alive at once, cost orjson ten times as much per line in memory allocation. JSON access
+    lines are `format_access` unrolled, the time's second formatted once.
+    """
+    out, requests = bytearray(), 0
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    second, prefix = -1, ""
+    for item in items:
+        if not isinstance(item, Request):
+            out += format_record(item, form)
+            continue
+        requests += 1
+        if form != "json":
+            out += format_access(item, form)
+            continue
+        started, rid, method, path, status, ms, model, version, images, error = item
+        whole = int(started)
+        if whole != second:
+            second, prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        fields: dict[str, Any] = {
+            "time": prefix + _MILLIS[int((started - whole) * 1000)], "type": "access",
+            "request_id": rid, "method": method, "path": path, "status": status,
+            "ms": int(ms * 1000 + 0.5) / 1000,
+        }  # fmt: skip
+        if model is not None:
+            fields["model"], fields["version"], fields["images"] = model, version, images
+        if error is not None:
+            fields["error"] = error
+        out += dumps(fields, option=newline)
+    return out, requests
+
+
 class Writer:
     """Lines for one file descriptor, formatted and written by a thread of its own.
 
@@ -179,21 +214,17 @@ class Writer:
         items = [queue.popleft() for _ in range(len(queue))]  # more may come meanwhile: later
         if not items:
             return 0
-        form = self.form
-        lines = [
-            format_access(item, form) if isinstance(item, Request) else format_record(item, form)
-            for item in items
-        ]
-        self._write(b"".join(lines))
-        requests = sum(isinstance(item, Request) for item in items)
+        lines, requests = _format(items, self.form)
+        self._write(lines)
         if requests:
             self.count("access", "written", requests)
         if len(items) > requests:
             self.count("log", "written", len(items) - requests)
         return len(items)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         """Whole lines, in writes of at most PIPE_BUF bytes (a longer line alone)."""
+        view = memoryview(data)
         start, end = 0, len(data)
         while start < end:
             stop = start + PIPE_BUF
@@ -202,10 +233,10 @@ class Writer:
                 stop = cut + 1 if cut >= start else data.index(b"\n", stop) + 1
             else:
                 stop = end
-            self._write_all(data[start:stop])
+            self._write_all(view[start:stop])
             start = stop
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         with contextlib.suppress(OSError):  # a closed stderr must not end the server
             while view:

@@ -215,7 +215,10 @@ class JobRunner:
         process.close()
         if job is None:  # pruned meanwhile: nothing to report
             return
-        log.info("job %s ended %s%s", job_id, job.status, f": {job.error}" if job.error else "")
+        outcome = f": {job.error}" if job.error else ""
+        if job.version is not None:
+            outcome = f": version {job.version} of {job.model!r}, {job.promotion_reason}"
+        log.info("job %s (request %s) ended %s%s", job_id, job.request_id, job.status, outcome)
         if self.on_finished is not None:
             try:
                 await asyncio.to_thread(self.on_finished, job)

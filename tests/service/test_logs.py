@@ -340,3 +340,30 @@ def test_a_line_longer_than_a_pipe_write_goes_alone_and_whole(
     assert [orjson.loads(x)["request_id"] for x in out.splitlines()] == ["a", "b", "c"]
     assert all(chunk.endswith(b"\n") for chunk in writes)  # every write ends at a line's end
     assert [chunk.count(b"\n") for chunk in writes] == [1, 1, 1]  # a, b alone, c
+
+
+def test_the_lines_of_two_workers_never_interleave(tmp_path: Path) -> None:
+    """``python -m service --workers 2`` under a concurrent load: both write into one file, and
+    every line is whole JSON, every request's line there once."""
+    env = {"SOFTSERVE_LOG_FORMAT": "json"}
+    with run_server(tmp_path, env, workers=2, entry="service") as server:
+        from tests.support.server import wait_for
+
+        wait_for(lambda: server.log_text().count("Application startup complete") >= 2)
+
+        def load(index: int) -> None:
+            for i in range(50):  # a new connection each time: the kernel spreads them
+                with server.client() as client:
+                    client.post("/predict", json=PIXELS, headers={"X-Request-ID": f"w-{index}-{i}"})
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    text = server.log_text()
+    parsed = [orjson.loads(line) for line in text.splitlines() if line.strip()]  # all JSON
+    ids = [x["request_id"] for x in parsed if x.get("type") == "access"]
+    assert sorted(i for i in ids if i.startswith("w-")) == sorted(
+        f"w-{t}-{i}" for t in range(6) for i in range(50)
+    )
