@@ -367,3 +367,16 @@ def test_the_lines_of_two_workers_never_interleave(tmp_path: Path) -> None:
     assert sorted(i for i in ids if i.startswith("w-")) == sorted(
         f"w-{t}-{i}" for t in range(6) for i in range(50)
     )
+
+
+def test_the_format_is_text_on_a_terminal_and_json_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service import logs
+
+    monkeypatch.setattr(os, "isatty", lambda fd: fd == logs.STDERR)
+    assert logs.default_format(None) == "text"
+    assert logs.default_format("json") == "json"
+    monkeypatch.setattr(os, "isatty", lambda fd: False)
+    assert logs.default_format(None) == "json"
+    assert logs.default_format("text") == "text"
