@@ -121,6 +121,8 @@ def _not_json(message: str) -> ServiceError:
 
 def _unparsable(cause: BaseException | None) -> ServiceError:
     """The error for a JSON body FastAPI could not parse, though it was no JSONDecodeError."""
+    if isinstance(cause, ServiceError):  # the edge's 413 for a chunked body over the limit
+        return cause
     if isinstance(cause, UnicodeDecodeError):
         return _not_json("body is not valid JSON: it is not UTF-8 text")
     if isinstance(cause, RecursionError):

@@ -449,6 +449,7 @@ def test_a_streamed_body_over_the_limit_is_413(limited: Server) -> None:
             ("/predict", RAW_TYPE, b""),
             ("/models/softmax/predict", "application/json", b'{"pixels": ['),
             ("/predict", "multipart/form-data; boundary=x", part),
+            ("/train", "application/json", b'{"epochs": 1, "pad": "'),  # read by FastAPI
         ):
             headers = {"content-type": content_type}
             response = client.post(url, content=chunks(head), headers=headers)
