@@ -41,7 +41,7 @@ CLIENT_GONE = 499  # the status counted for a request whose client left before t
 REQUEST_ID = "softserve.request_id"  # str: set by the edge, read by the error handlers
 PREDICTION = "softserve.prediction"  # (model, version, images), set by a prediction route
 ERROR = "softserve.error"  # the error code, set by the error handlers
-_LOGGED_PATH = 1000  # characters of a path an access line repeats
+_LOGGED_PATH = 500  # characters of a path an access line repeats: the line fits one write
 
 
 def content_length(value: bytes) -> int | None:

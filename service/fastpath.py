@@ -142,39 +142,39 @@ class FastPath:
         )
         status = 500
         label = route.path
-        rid = ""
+        rid = request_id(given)
         prediction = error = None
+        declined = False
         try:
             if declared is not None and declared > self.max_body_bytes:
                 label = UNROUTED  # as the edge counts it: refused before any routing
                 raise too_large(declared, self.max_body_bytes)
             reply = await route.handler(predictor, request)
             if reply is None:  # declined, before reading the body: the edge takes it all on
-                status = 0
-                await self.app(scope, receive, send)
-                return
-            rid = request_id(given)
-            headers = [
-                *reply.headers,
-                (b"content-length", str(len(reply.body)).encode()),
-                (b"x-request-id", rid.encode()),
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": reply.body})
-            status, prediction = 200, reply.prediction
+                declined = True
+            else:
+                headers = [
+                    *reply.headers,
+                    (b"content-length", str(len(reply.body)).encode()),
+                    (b"x-request-id", rid.encode()),
+                ]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": reply.body})
+                status, prediction = 200, reply.prediction
         except ServiceError as e:
-            rid = request_id(given)
             status, error = e.status, e.code
             await send_error(send, e, rid)
         except ClientDisconnect:
             status = CLIENT_GONE  # nobody to answer
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            rid = request_id(given)
+            log.exception(
+                "unhandled error on %s %s (request %s)", scope["method"], scope["path"], rid
+            )
             failure = ServiceError("internal error; the server log has details")
             status, error = failure.status, failure.code
             await send_error(send, failure, rid)
         finally:
-            if status:  # a declined request is the edge's to count and log
-                rid = rid or request_id(given)
+            if not declined:
                 self.observer.finish(scope, label, status, started, start, rid, prediction, error)
+        if declined:  # outside the handling above: whatever happens there is the edge's
+            await self.app(scope, receive, send)

@@ -302,6 +302,38 @@ def test_before_startup_and_for_multipart_the_framework_answers(tmp_path: Path) 
     assert handed == ["/predict", "/predict"]
 
 
+def test_a_declined_request_is_the_frameworks_alone_even_when_it_fails(tmp_path: Path) -> None:
+    """What the framework does with a declined request (here: raises) is not the fast path's to
+    answer, count or log: the edge around it does that, once."""
+    store = FolderModelStore(copy_shipped_models(tmp_path / "models"))
+    registry = Registry(store, ())
+    registry.refresh()
+    telemetry = Telemetry(dict, dict)
+    finished: list[int] = []
+
+    class Counting(Observer):
+        def finish(self, scope: Scope, route: str, status: int, *args: Any, **kw: Any) -> None:
+            finished.append(status)
+
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("the framework broke")
+
+    async def never() -> Message:
+        raise AssertionError("the body was read")
+
+    fast = FastPath(
+        framework, FAST_ROUTES,
+        predictor=lambda: Predictor(registry, LIMITS, telemetry, "softmax"),
+        max_body_bytes=1024, observer=Counting(telemetry, quiet(telemetry).access),
+    )  # fmt: skip
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}  # fmt: skip
+    sent = Sent()
+    with pytest.raises(RuntimeError, match="the framework broke"):
+        run(fast(scope, never, sent))
+    assert sent.messages == [] and finished == []
+
+
 class Sent:
     """An ASGI ``send`` that keeps what the app sent."""
 
