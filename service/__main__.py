@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from service.config import Settings
-from service.logs import STDERR, Writer, configure, default_format
+from service.logs import default_format, uvicorn_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,17 +65,16 @@ def main(argv: list[str] | None = None) -> None:
             stale.unlink()
         # The workers inherit it; prometheus-client reads it when they import it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    # uvicorn's own lines in the service's format from the first one (written as they come
-    # until each worker's app runs its log writer); its access log is off: the app writes one.
-    stream = Writer(STDERR, default_format(settings.log_format), capacity=1)
-    configure(stream, settings.log_level)
+    # uvicorn's own lines in the service's format from the first one, in every worker (written
+    # as they come until a worker's app runs its log writer); its access log is off: the app
+    # writes one line per request itself.
     uvicorn.run(
         "service.app:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
-        log_config=None,
+        log_config=uvicorn_config(default_format(settings.log_format), settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=5,  # with the job's grace, inside docker stop's 10 s
     )

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             restore_logging()
-            writer.stop()
+            await asyncio.to_thread(writer.stop)
 
     app = SoftserveApp(
         title="softserve",
@@ -210,6 +210,7 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         data_dir=settings.data_dir,
         concurrency=settings.train_concurrency,
         on_finished=finished,
+        log_format=default_format(settings.log_format),
     )
     predictor = Predictor(
         registry, Limits.from_settings(settings), telemetry, settings.default_model

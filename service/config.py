@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info",
-        description="log level of `python -m service`: critical, error, warning, info, "
-        "debug or trace",
+        description="level of the service's and uvicorn's log lines: critical, error, warning, "
+        "info, debug or trace",
     )
     prometheus_multiproc_dir: Path | None = Field(
         None,

@@ -35,10 +35,16 @@ __all__ = [
     "configure",
     "format_access",
     "format_record",
+    "prepare",
     "request_id",
+    "stream_handler",
+    "uvicorn_config",
 ]
 
 LogFormat = Literal["json", "text"]
+# A record's message and traceback are cut so that its line fits one write that no other writer
+# can split (PIPE_BUF); an access line's path is cut in edge.py.
+MAX_MESSAGE, MAX_TRACEBACK = 1000, 2500
 STDERR = 2  # the file descriptor lines go to: what a container or a process manager collects
 PIPE_BUF = 4096  # the largest write a pipe keeps whole among concurrent writers (POSIX minimum)
 DRAIN_EVERY = 0.02  # seconds between the writer's looks at its queue
@@ -98,8 +104,8 @@ def format_access(line: Request, form: LogFormat) -> bytes:
             fields["error"] = line.error
         return orjson.dumps(fields) + b"\n"
     text = (
-        f"{_when(line.started)} {line.method} {line.path} {line.status} {line.ms:.2f}ms "
-        f"id={line.request_id}"
+        f"{_when(line.started)} {line.method} {_printable(line.path)} {line.status} "
+        f"{line.ms:.2f}ms id={line.request_id}"
     )
     if line.model is not None:
         text += f" model={line.model} version={line.version} images={line.images}"
@@ -108,19 +114,53 @@ def format_access(line: Request, form: LogFormat) -> bytes:
     return text.encode("utf-8", "replace") + b"\n"
 
 
+def prepare(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message and traceback made text now, on the logging thread (its
+    arguments may change before the writer reads them), each cut to what one line holds."""
+    record.msg = _cut(record.getMessage(), MAX_MESSAGE)
+    record.args = None
+    if record.exc_info:
+        failure = "".join(traceback.format_exception(*record.exc_info))
+        record.exc_text = (
+            failure
+            if len(failure) <= MAX_TRACEBACK
+            else (
+                "...\n" + failure[-MAX_TRACEBACK:]  # the end of a traceback says the most
+            )
+        )
+        record.exc_info = None
+    return record
+
+
 def format_record(record: logging.LogRecord, form: LogFormat) -> bytes:
+    """One line of a `prepare`d record; a record that cannot be written as it is (a lone
+    surrogate, say) is written with its message escaped rather than lost."""
     message = record.getMessage()
-    failure = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else None
-    if form == "json":
-        fields: dict[str, Any] = {
-            "time": _when(record.created), "type": "log", "level": record.levelname.lower(),
-            "logger": record.name, "message": message,
-        }  # fmt: skip
-        if failure:
-            fields["exception"] = failure
-        return orjson.dumps(fields, default=str) + b"\n"
-    text = f"{_when(record.created)} {record.levelname} {record.name}: {message}"
-    return (text + (f"\n{failure.rstrip()}" if failure else "")).encode("utf-8", "replace") + b"\n"
+    failure = record.exc_text
+    try:
+        if form == "json":
+            fields: dict[str, Any] = {
+                "time": _when(record.created), "type": "log", "level": record.levelname.lower(),
+                "logger": record.name, "message": message,
+            }  # fmt: skip
+            if failure:
+                fields["exception"] = failure
+            return orjson.dumps(fields, default=str) + b"\n"
+        text = f"{_when(record.created)} {record.levelname} {record.name}: {_printable(message)}"
+        return (text + (f"\n{failure.rstrip()}" if failure else "")).encode() + b"\n"
+    except (TypeError, ValueError):  # orjson refuses it, or encode() does
+        record.msg = ascii(message)
+        record.exc_text = ascii(failure) if failure else None
+        return format_record(record, form)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a newline in a path cannot forge a line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _format(items: list[Request | logging.LogRecord], form: LogFormat) -> tuple[bytearray, int]:
@@ -162,7 +202,8 @@ class Writer:
     """Lines for one file descriptor, formatted and written by a thread of its own.
 
     ``put`` may be called from any thread; it never blocks. ``count(kind, outcome, n)`` is told
-    what became of the lines, by kind (``access`` or ``log``): written or dropped.
+    what became of the lines, by kind (``access`` or ``log``): written or dropped. The thread
+    writes what is queued every ``interval`` seconds.
     """
 
     def __init__(
@@ -172,14 +213,21 @@ class Writer:
         *,
         capacity: int,
         count: Callable[[str, str, int], None] = lambda kind, outcome, n: None,
+        interval: float = DRAIN_EVERY,
     ) -> None:
         self.fd, self.form, self.capacity, self.count = fd, form, capacity, count
+        self.interval = interval
         self._queue: deque[Request | logging.LogRecord] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def put(self, item: Request | logging.LogRecord) -> bool:
-        """Queue a line; False (and counted) when the queue is full."""
+        """Queue a line; False (and counted) when the queue is full. While no thread runs (before
+        the app starts, after it stopped) the line is written at once."""
+        if self._thread is None:
+            self._queue.append(item)
+            self.drain()
+            return True
         if len(self._queue) >= self.capacity:
             self.count("access" if isinstance(item, Request) else "log", "dropped", 1)
             return False
@@ -197,16 +245,27 @@ class Writer:
             self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Write every line queued so far, then end the thread."""
-        if self._thread is not None:
+        """Write every line queued so far, then end the thread (blocking: call it off the event
+        loop). A thread still writing after ``timeout`` (a stalled stderr) is left to finish."""
+        thread = self._thread
+        if thread is not None:
             self._stop.set()
-            self._thread.join(timeout)
+            thread.join(timeout)
+            if thread.is_alive():
+                return
             self._thread = None
         self.drain()
 
     def _run(self) -> None:
-        while not self._stop.wait(DRAIN_EVERY):
+        while not self._stop.wait(self.interval):
+            self._drain_safely()
+        self._drain_safely()
+
+    def _drain_safely(self) -> None:
+        try:
             self.drain()
+        except Exception:  # a line that cannot be written must not end the writing
+            self.count("log", "dropped", 1)
 
     def drain(self) -> int:
         """Format and write what is queued; returns the lines written."""
@@ -215,32 +274,34 @@ class Writer:
         if not items:
             return 0
         lines, requests = _format(items, self.form)
-        self._write(lines)
+        write_lines(self.fd, lines)
         if requests:
             self.count("access", "written", requests)
         if len(items) > requests:
             self.count("log", "written", len(items) - requests)
         return len(items)
 
-    def _write(self, data: bytes | bytearray) -> None:
-        """Whole lines, in writes of at most PIPE_BUF bytes (a longer line alone)."""
-        view = memoryview(data)
-        start, end = 0, len(data)
-        while start < end:
-            stop = start + PIPE_BUF
-            if stop < end:
-                cut = data.rfind(b"\n", start, stop)
-                stop = cut + 1 if cut >= start else data.index(b"\n", stop) + 1
-            else:
-                stop = end
-            self._write_all(view[start:stop])
-            start = stop
 
-    def _write_all(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        with contextlib.suppress(OSError):  # a closed stderr must not end the server
-            while view:
-                view = view[os.write(self.fd, view) :]
+def write_lines(fd: int, data: bytes | bytearray) -> None:
+    """Whole lines to ``fd``, in writes of at most PIPE_BUF bytes (a longer line alone): writes
+    that size to a pipe are atomic, so two processes' lines never interleave."""
+    view = memoryview(data)
+    start, end = 0, len(data)
+    while start < end:
+        stop = start + PIPE_BUF
+        if stop < end:
+            cut = data.rfind(b"\n", start, stop)
+            stop = cut + 1 if cut >= start else data.index(b"\n", stop) + 1
+        else:
+            stop = end
+        _write_all(fd, view[start:stop])
+        start = stop
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    with contextlib.suppress(OSError):  # a closed stderr must not end the server
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 class AccessLog:
@@ -267,10 +328,34 @@ class _Handler(logging.Handler):
         self.writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.writer.running:
-            self.writer.put(record)
-        else:
-            self.writer._write_all(format_record(record, self.writer.form))
+        try:
+            self.writer.put(prepare(record))
+        except Exception:
+            self.handleError(record)
+
+
+def stream_handler(form: LogFormat) -> logging.Handler:
+    """A handler that writes each record at once, in the service's format: uvicorn's own lines
+    before an app's writer runs, and after it stopped."""
+    return _Handler(Writer(STDERR, form, capacity=1))
+
+
+def uvicorn_config(form: LogFormat, level: str) -> dict[str, Any]:
+    """uvicorn's ``log_config``: its lines in the service's format from the first one, in every
+    worker process (each applies it when it starts); its own access log off."""
+    level = level.upper()
+    ours = {"handlers": ["softserve"], "level": level, "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"softserve": {"()": "service.logs.stream_handler", "form": form}},
+        "loggers": {
+            "uvicorn": ours,
+            "uvicorn.error": {"level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False},
+            "softserve": ours,
+        },
+    }
 
 
 def default_format(given: LogFormat | None) -> LogFormat:

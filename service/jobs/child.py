@@ -9,17 +9,17 @@ siblings) for them.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import time
-import traceback
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from service.jobs.record import INTERRUPTED, Job, JobStatus
 from service.jobs.store import JobStore, open_job_store
+from service.logs import LogFormat, stream_handler
 
 if TYPE_CHECKING:
     from service.modelstore import ModelStore
@@ -32,6 +32,8 @@ __all__ = [
     "run_job",
 ]
 
+log = logging.getLogger("softserve.jobs.child")
+
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 CANCELLED_BY_REQUEST = "cancelled by request"
 CANCELLED_SHUTDOWN = "cancelled: the server shut down"
@@ -40,7 +42,12 @@ CANCEL_CHECK_EVERY = 0.2  # seconds between looks at the store's cancel flag
 
 
 def run_job(
-    job_id: str, job_store: str, model_store: str, data_dir: Path | None, parent_pid: int
+    job_id: str,
+    job_store: str,
+    model_store: str,
+    data_dir: Path | None,
+    parent_pid: int,
+    log_format: LogFormat = "json",
 ) -> None:
     """Train job ``job_id`` and record its end in the job store at ``job_store``; a new version
     reaches the model store at ``model_store`` only through its ``promote`` (atomic), after
@@ -48,24 +55,28 @@ def run_job(
 
     SIGTERM (sent by the runner when the server shuts down) cancels at the next batch; SIGINT is
     ignored, because a terminal's Ctrl-C reaches the whole process group and the server decides
-    what happens to its jobs.
+    what happens to its jobs. Its log lines are the server's format (``log_format``), written
+    whole as they come.
     """
     for name in BLAS_THREAD_VARIABLES:
         os.environ[name] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = logging.getLogger("softserve")
+    root.handlers, root.propagate = [stream_handler(log_format)], False
+    root.setLevel(logging.INFO)
     store = open_job_store(job_store)
     stop = _StopCheck(store, job_id, parent_pid)
     signal.signal(signal.SIGTERM, stop.on_sigterm)
     job = store.get(job_id)
     if job is None:  # pruned before it started: nothing to report to
-        print(f"softserve: job {job_id} is not in the job store", file=sys.stderr)
+        log.warning("job %s is not in the job store (pruned before it started)", job_id)
         return
     try:
         from service.modelstore import open_model_store
 
         _train(store, job, open_model_store(model_store), data_dir, stop)
     except Exception as exc:  # a bug, not a user's mistake: keep the traceback for the log
-        traceback.print_exc()
+        log.exception("job %s failed", job_id)
         store.finish(job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -95,17 +106,16 @@ def _train(
     try:
         promotion = models.promote(job.model, artifact, force=job.force)
     except OSError as exc:  # a full disk, say; the reason without the server's paths
-        traceback.print_exc()
+        log.exception("job %s could not save its version", job.id)
         reason = exc.strerror or type(exc).__name__
         store.finish(job.id, "failed", error=f"could not save the new version: {reason}")
         return
     done = store.finish(job.id, "succeeded", promotion=promotion)
     if not done:  # ended by someone else between the last check and the save
-        print(
-            f"softserve: job {job.id} had already ended when its version {promotion.version} "
-            f"was saved ({promotion.reason})",
-            file=sys.stderr,
-        )
+        log.warning(
+            "job %s had already ended when its version %s was saved (%s)",
+            job.id, promotion.version, promotion.reason,
+        )  # fmt: skip
 
 
 class _StopCheck:

@@ -25,6 +25,7 @@ from pathlib import Path
 from service.jobs.child import CANCELLED_SHUTDOWN, run_job
 from service.jobs.record import Job, JobStatus
 from service.jobs.store import JobStore
+from service.logs import LogFormat
 from service.modelstore import ModelStore
 
 __all__ = ["STALE_AFTER", "JobRunner", "exit_reason", "new_owner_id", "owner_alive", "pid_alive"]
@@ -93,12 +94,14 @@ class JobRunner:
         concurrency: int,
         on_finished: Callable[[Job], None] | None = None,
         poll_interval: float = 0.5,
+        log_format: LogFormat = "json",
     ) -> None:
         self.store, self.models, self.data_dir = store, models, data_dir
         self.concurrency, self.on_finished, self.poll_interval = (
             concurrency, on_finished, poll_interval,
         )  # fmt: skip
         self.owner = new_owner_id()
+        self.log_format = log_format
         self._children: dict[str, BaseProcess] = {}
         self._context = multiprocessing.get_context("spawn")  # no fork: the server has threads
         self._wake = asyncio.Event()
@@ -184,7 +187,14 @@ class JobRunner:
     async def _spawn(self, job: Job) -> None:
         process = self._context.Process(
             target=run_job,
-            args=(job.id, self.store.location, self.models.location, self.data_dir, os.getpid()),
+            args=(
+                job.id,
+                self.store.location,
+                self.models.location,
+                self.data_dir,
+                os.getpid(),
+                self.log_format,
+            ),
             name=f"softserve-train-{job.id[:8]}",
             daemon=False,
         )

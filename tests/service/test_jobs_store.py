@@ -91,6 +91,35 @@ def test_jobs_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
     assert again.history == [{"phase": "select", "epoch": 1}]
 
 
+# The table as the release before request ids wrote it.
+_BEFORE_REQUEST_IDS = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, params TEXT NOT NULL, force INTEGER NOT NULL,
+    status TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, updated_at TEXT NOT NULL,
+    owner TEXT, heartbeat REAL, progress TEXT, history TEXT NOT NULL DEFAULT '[]',
+    error TEXT, version TEXT, promoted INTEGER, promotion_reason TEXT
+)"""
+
+
+def test_a_file_from_before_request_ids_is_read_and_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(_BEFORE_REQUEST_IDS)
+        conn.execute(
+            "INSERT INTO jobs (id, model, params, force, status, created_at, updated_at)"
+            " VALUES ('a' || hex(randomblob(15)), 'softmax', '{}', 0, 'succeeded',"
+            " '2026-11-30T10:00:00Z', '2026-11-30T10:00:00Z')"
+        )
+    store = SQLiteJobStore(path)
+    (old,) = store.list()
+    assert (old.model, old.status, old.request_id) == ("softmax", "succeeded", None)
+    new = store.submit("binary", {}, False, queue_limit=5, request_id="r-1")
+    assert [job.request_id for job in SQLiteJobStore(path).list()] == ["r-1", None]
+    assert store.get(new.id) == new
+
+
 def test_queue_limit_counts_only_queued_jobs(store: JobStore) -> None:
     store.submit("softmax", {}, False, queue_limit=2)
     store.submit("softmax", {}, False, queue_limit=2)

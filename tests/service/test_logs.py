@@ -9,14 +9,22 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.logs import PIPE_BUF, Request, Writer, format_access, request_id
+from service.logs import (
+    PIPE_BUF,
+    Request,
+    Writer,
+    format_access,
+    prepare,
+    request_id,
+    write_lines,
+)
 from tests.support.requests import png
 from tests.support.server import Server, run_server
 from tests.support.training import AUTH, TOKEN, image
@@ -65,6 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SOFTSERVE_LOG_FORMAT": "json",
         "SOFTSERVE_API_TOKEN": TOKEN,
         "SOFTSERVE_DATA_DIR": str(write_dataset(root / "data")),
+        "SOFTSERVE_MAX_BODY_BYTES": "65536",
     }
     with run_server(root, env) as running:  # uvicorn service.app:app, uvicorn's own logging on
         yield running
@@ -128,6 +137,29 @@ def test_an_error_line_names_its_code(
     assert (line["status"], line["error"], line["path"]) == (status, code, path)
 
 
+def test_a_body_over_the_limit_is_logged_as_413(server: Server, client: httpx.Client) -> None:
+    """Refused by its Content-Length on the fast path, and by counting a chunked body (no
+    length) on its way to FastAPI: one line each, naming the error."""
+    declared = client.post(
+        "/predict", content=bytes(70_000), headers={"X-Request-ID": "big-1",
+        "Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b" " * 8192
+
+    streamed = client.post(
+        "/train", content=chunks(), headers={**AUTH, "X-Request-ID": "big-2",
+        "Content-Type": "application/json"},
+    )  # fmt: skip
+    for answer, rid, path in ((declared, "big-1", "/predict"), (streamed, "big-2", "/train")):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["code"] == "payload_too_large"
+        line = line_of(server, rid)
+        assert (line["status"], line["error"], line["path"]) == (413, "payload_too_large", path)
+
+
 def test_a_training_job_keeps_the_id_of_the_request_that_submitted_it(
     server: Server, client: httpx.Client
 ) -> None:
@@ -148,7 +180,12 @@ def test_one_line_per_request_under_plain_uvicorn(server: Server, client: httpx.
     from tests.support.server import wait_for
 
     wait_for(lambda: len([x for x in lines(server) if x["request_id"] == "one-line"]) == 5)
-    assert 'HTTP/1.1" 200' not in server.log_text()
+    client.get("/health/live", headers={"X-Request-ID": "one-line-after"})
+    line_of(server, "one-line-after")  # written after the five: nothing more of theirs comes
+    assert len([x for x in lines(server) if x["request_id"] == "one-line"]) == 5
+    assert not [x for x in lines(server, "log") if x["logger"] == "uvicorn.access"]
+    mentions = [t for t in server.log_text().splitlines() if "/health/live" in t]
+    assert all(orjson.loads(t)["type"] == "access" for t in mentions)  # no other line names it
 
 
 def test_the_services_own_lines_are_json_too(server: Server) -> None:
@@ -263,44 +300,89 @@ def access(rid: str, path: str = "/predict") -> Request:
     return Request(1764625714.144, rid, "POST", path, 200, 1.5, "softmax", "v1", 1)
 
 
+def read_all(fd: int) -> tuple[threading.Thread, list[bytes]]:
+    """A thread reading the pipe ``fd`` to its end (so no write waits for room), and its chunks."""
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, chunks
+
+
 def test_the_writer_writes_whole_lines_in_pipe_sized_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     read, write = os.pipe()
+    reader, chunks = read_all(read)
     counted: list[tuple[str, str, int]] = []
-    writer = Writer(write, "json", capacity=10_000, count=lambda *c: counted.append(c))
-    writes: list[int] = []
+    writer = Writer(write, "json", capacity=10_000, count=lambda *c: counted.append(c), interval=60)
+    writes: list[bytes] = []
     real = os.write
 
     def spy(fd: int, data: Any) -> int:
-        writes.append(len(data))
+        writes.append(bytes(data))
         return real(fd, data)
 
-    for i in range(200):
+    monkeypatch.setattr(os, "write", spy)
+    writer.start()
+    for i in range(300):
         writer.put(access(f"r{i}", "/p" * 50))
     record = logging.LogRecord("softserve", logging.WARNING, __file__, 1, "hello %s", ("x",), None)
     writer.put(record)
-    monkeypatch.setattr(os, "write", spy)
-    assert writer.drain() == 201
+    writer.stop()  # all 301 lines in one batch, ~60 KB: written in pieces
     monkeypatch.undo()
+    os.close(write)
+    reader.join(10)
+    out = b"".join(chunks).splitlines()
+    assert [orjson.loads(x)["request_id"] for x in out[:300]] == [f"r{i}" for i in range(300)]
+    assert orjson.loads(out[300])["message"] == "hello x" and len(out) == 301
+    assert all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in writes)  # whole lines
+    assert len(writes) > 1 and b"".join(writes) == b"".join(chunks)  # every byte once
+    assert counted == [("access", "written", 300), ("log", "written", 1)]
+
+
+def test_before_the_thread_starts_a_line_is_written_at_once() -> None:
+    read, write = os.pipe()
+    writer = Writer(write, "json", capacity=1)
+    assert writer.put(access("early")) and writer.put(access("also"))  # not dropped: written
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         out = pipe.read().splitlines()
-    assert [orjson.loads(x)["request_id"] for x in out[:200]] == [f"r{i}" for i in range(200)]
-    assert orjson.loads(out[200])["message"] == "hello x"
-    assert max(writes) <= PIPE_BUF and len(writes) > 1
-    assert sum(writes) == sum(len(x) + 1 for x in out)  # every byte once
-    assert ("access", "written", 200) in counted and ("log", "written", 1) in counted
+    assert [orjson.loads(x)["request_id"] for x in out] == ["early", "also"]
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_a_record_that_cannot_be_encoded_is_escaped_and_the_writer_goes_on(
+    form: Literal["json", "text"],
+) -> None:
+    read, write = os.pipe()
+    reader, chunks = read_all(read)
+    writer = Writer(write, form, capacity=10)
+    writer.start()
+    bad = logging.LogRecord("softserve", logging.ERROR, __file__, 1, "bad %s", ("\udc80",), None)
+    writer.put(prepare(bad))  # a lone surrogate: neither orjson nor UTF-8 takes it
+    writer.put(access("after"))
+    writer.stop()
+    os.close(write)
+    reader.join(10)
+    out = b"".join(chunks).decode().splitlines()
+    assert len(out) == 2 and "bad" in out[0] and "\\udc80" in out[0]
+    assert "after" in out[1] and writer.running is False
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks() -> None:
     counted: list[tuple[str, str, int]] = []
     sink = os.open(os.devnull, os.O_WRONLY)
-    writer = Writer(sink, "json", capacity=3, count=lambda *c: counted.append(c))
+    writer = Writer(sink, "json", capacity=3, count=lambda *c: counted.append(c), interval=3600)
+    writer.start()  # its thread waits an hour before it writes: the queue fills
     results = [writer.put(access(str(i))) for i in range(5)]
     assert results == [True, True, True, False, False]
     assert counted == [("access", "dropped", 1)] * 2
-    writer.start()
     writer.stop()  # writes what is queued
     assert ("access", "written", 3) in counted
     os.close(sink)
@@ -321,7 +403,7 @@ def test_a_line_longer_than_a_pipe_write_goes_alone_and_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     read, write = os.pipe()
-    writer = Writer(write, "json", capacity=10)
+    reader, chunks = read_all(read)
     writes: list[bytes] = []
     real = os.write
 
@@ -329,24 +411,23 @@ def test_a_line_longer_than_a_pipe_write_goes_alone_and_whole(
         writes.append(bytes(data))
         return real(fd, data)
 
-    for rid, path in (("a", "/short"), ("b", "/" + "x" * 6000), ("c", "/short")):
-        writer.put(access(rid, path))
+    paths = {"a": "/short", "b": "/" + "x" * 6000, "c": "/short", "d": "/short"}
+    batch = [format_access(access(rid, path), "json") for rid, path in paths.items()]
     monkeypatch.setattr(os, "write", spy)
-    writer.drain()
+    write_lines(write, b"".join(batch))
     monkeypatch.undo()
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        out = pipe.read()
-    assert [orjson.loads(x)["request_id"] for x in out.splitlines()] == ["a", "b", "c"]
-    assert all(chunk.endswith(b"\n") for chunk in writes)  # every write ends at a line's end
-    assert [chunk.count(b"\n") for chunk in writes] == [1, 1, 1]  # a, b alone, c
+    reader.join(10)
+    out = b"".join(chunks)
+    assert [orjson.loads(x)["request_id"] for x in out.splitlines()] == ["a", "b", "c", "d"]
+    assert writes == [batch[0], batch[1], batch[2] + batch[3]]  # a; b alone; c and d together
 
 
 def test_the_lines_of_two_workers_never_interleave(tmp_path: Path) -> None:
-    """``python -m service --workers 2`` under a concurrent load: both write into one file, and
-    every line is whole JSON, every request's line there once."""
+    """``python -m service --workers 2`` under a concurrent load, writing into one pipe (as under
+    Docker or systemd): every line read is whole JSON, every request's line there once."""
     env = {"SOFTSERVE_LOG_FORMAT": "json"}
-    with run_server(tmp_path, env, workers=2, entry="service") as server:
+    with run_server(tmp_path, env, workers=2, entry="service", output="pipe") as server:
         from tests.support.server import wait_for
 
         wait_for(lambda: server.log_text().count("Application startup complete") >= 2)

@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 
@@ -100,6 +101,7 @@ def run_server(
     live_path: str = "/health/live",
     watch_interval: float | None = 0.2,
     cwd: Path = REPO,
+    output: Literal["file", "pipe"] = "file",
 ) -> Iterator[Server]:
     """Start a server on a copy of the shipped models under ``root``; stop it (by PID) on exit.
 
@@ -109,6 +111,8 @@ def run_server(
     ``live_path`` is asked until it answers 200. ``watch_interval``: how often the server looks
     at its model folder (short, so tests see promotions soon; None: the service's default).
     ``env`` adds to the server's environment; a None value leaves that variable unset.
+    ``output``: where its stdout and stderr go: the log file, or a pipe (as under Docker or
+    systemd) that a thread copies into the log file as it comes.
     """
     root.mkdir(parents=True, exist_ok=True)
     watch = {} if watch_interval is None else {"SOFTSERVE_WATCH_INTERVAL": str(watch_interval)}
@@ -133,8 +137,16 @@ def run_server(
             "SOFTSERVE_HTTP_PORT": str(port),
             "SOFTSERVE_WORKERS": str(workers),
         }
+    copier: threading.Thread | None = None
     with log.open("wb") as out:
-        process = subprocess.Popen([*prefix, *cmd], cwd=cwd, env=full_env, stdout=out, stderr=out)
+        into = subprocess.PIPE if output == "pipe" else out
+        process = subprocess.Popen(
+            [*prefix, *cmd], cwd=cwd, env=full_env, stdout=into, stderr=subprocess.STDOUT
+        )
+    pipe = process.stdout
+    if pipe is not None:
+        copier = threading.Thread(target=_copy, args=(pipe.fileno(), log), daemon=True)
+        copier.start()
     server = Server(f"http://127.0.0.1:{port}", process, models, root / "state", log)
     try:
         if wait_ready:
@@ -142,6 +154,17 @@ def run_server(
         yield server
     finally:
         stop(process)
+        if pipe is not None and copier is not None:
+            copier.join(30)
+            pipe.close()
+
+
+def _copy(fd: int, log: Path) -> None:
+    """The pipe ``fd`` into ``log``, chunk by chunk as read, until every writer closed it."""
+    with log.open("ab") as out:
+        while chunk := os.read(fd, 65536):
+            out.write(chunk)
+            out.flush()
 
 
 def wait_until_live(
