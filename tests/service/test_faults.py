@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from service.modelstore.folder import FolderModelStore
@@ -106,6 +107,14 @@ def test_a_full_disk_fails_the_job_cleanly_and_keeps_the_model(tmp_path: Path) -
             done = wait_done(client, job["job_id"])
             assert done["status"] == "failed", done
             assert done["error"] == "could not save the new version: No space left on device"
+            (said,) = [  # the training child's own line, in the server's format (JSON here)
+                orjson.loads(line) for line in server.log_text().splitlines()
+                if line.startswith("{") and '"logger":"softserve.jobs.child"' in line
+            ]  # fmt: skip
+            assert (said["level"], said["type"]) == ("error", "log") and job["job_id"] in said[
+                "message"
+            ]
+            assert "could not save" in said["message"] and "No space left" in said["exception"]
             assert client.get("/models/softmax").json()["version"] == before
             after = sorted(p.relative_to(models) for p in models.rglob("*"))
             assert after == sorted([*files, Path("filler.bin")])  # no temp file, no half version
