@@ -47,7 +47,7 @@ def test_the_token_is_never_logged_nor_echoed(tmp_path: Path) -> None:
     token, wrong = f"tok-{secrets.token_hex(16)}", f"wrong-{secrets.token_hex(16)}"
     data = write_dataset(tmp_path / "data")
     env = {"SOFTSERVE_API_TOKEN": token, "SOFTSERVE_DATA_DIR": str(data)}
-    env["SOFTSERVE_LOG_LEVEL"] = "debug"  # python -m service passes it to uvicorn
+    env["SOFTSERVE_LOG_LEVEL"] = "trace"  # the most said: uvicorn dumps every ASGI message
     with run_server(tmp_path, env, entry="service") as server, server.client() as client:
         bodies = []
         for value in (token, wrong, f"Bearer {wrong}", wrong.upper()):
@@ -62,6 +62,8 @@ def test_the_token_is_never_logged_nor_echoed(tmp_path: Path) -> None:
         log = server.log_text()
     assert [b for b in bodies if token in b or wrong in b or wrong.upper() in b] == []
     assert token not in log and wrong not in log and wrong.upper() not in log
+    assert '"type":"access","request_id"' in log and '"path":"/train"' in log  # it was looked at
+    assert '"level":"trace"' in log  # at trace level: every ASGI message was there to leak it
 
 
 PICKLE_USES = re.compile(r"\bimport pickle\b|\bfrom pickle\b|allow_pickle\s*=\s*True|np\.load\(")
