@@ -203,7 +203,7 @@ class Writer:
 
     ``put`` may be called from any thread; it never blocks. ``count(kind, outcome, n)`` is told
     what became of the lines, by kind (``access`` or ``log``): written or dropped. The thread
-    writes what is queued every ``interval`` seconds.
+    writes what is queued every ``interval`` seconds (default `DRAIN_EVERY`).
     """
 
     def __init__(
@@ -213,10 +213,10 @@ class Writer:
         *,
         capacity: int,
         count: Callable[[str, str, int], None] = lambda kind, outcome, n: None,
-        interval: float = DRAIN_EVERY,
+        interval: float | None = None,
     ) -> None:
         self.fd, self.form, self.capacity, self.count = fd, form, capacity, count
-        self.interval = interval
+        self.interval = DRAIN_EVERY if interval is None else interval
         self._queue: deque[Request | logging.LogRecord] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
