@@ -50,11 +50,11 @@ def content_length(value: bytes) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def too_large(declared: int | None, limit: int) -> PayloadTooLarge:
+def too_large(declared: int | None, limit: int, what: str = "request body") -> PayloadTooLarge:
     """413 for a body over the limit; the connection closes, as the rest is never read."""
     size = f"{declared} bytes" if declared is not None else f"over {limit} bytes"
     return PayloadTooLarge(
-        f"request body is {size}; the limit is {limit} bytes (SOFTSERVE_MAX_BODY_BYTES)",
+        f"{what} is {size}; the limit is {limit} bytes (SOFTSERVE_MAX_BODY_BYTES)",
         details={"limit": limit, "content_length": declared},
         headers={"Connection": "close"},
     )
@@ -85,8 +85,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_error(send: Send, error: ServiceError, request_id: str) -> None:
-    rendered = render_error(error, request_id)
+async def send_error(send: Send, error: ServiceError, request_id: str, path: str) -> None:
+    rendered = render_error(error, request_id, path)
     headers = [
         *rendered.headers,
         (b"content-length", str(len(rendered.body)).encode()),
@@ -176,7 +176,7 @@ class EdgeMiddleware:
             if declared is not None and declared > limit:
                 status = 413
                 scope[ERROR] = PayloadTooLarge.code
-                await send_error(send, too_large(declared, limit), rid)
+                await send_error(send, too_large(declared, limit), rid, scope["path"])
                 return
             # With a Content-Length the server delivers exactly that many bytes: only a chunked
             # body needs counting as it arrives.
@@ -188,7 +188,7 @@ class EdgeMiddleware:
                     raise
                 status = 413
                 scope[ERROR] = e.code
-                await send_error(send, e, rid)
+                await send_error(send, e, rid, scope["path"])
         finally:
             route = getattr(scope.get("route"), "path", None) or UNROUTED
             self.observer.finish(

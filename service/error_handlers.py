@@ -1,6 +1,7 @@
 """FastAPI's exception handlers: every error, FastAPI's validation and Starlette's HTTP errors
 included, leaves as `service.errors.render_error` renders it, in the one JSON shape
-``{"error": {"code", "message", "details"}}``."""
+``{"error": {"code", "message", "details", "request_id"}}`` (under /v2, V2's
+``{"error": "<message>"}``)."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def add_error_handlers(app: FastAPI) -> None:
 def _response(request: Request, error: ServiceError) -> Response:
     """The error's response, naming the request it answers; the edge logs its code."""
     request.scope[ERROR] = error.code
-    rendered = render_error(error, request.scope.get(REQUEST_ID))
+    rendered = render_error(error, request.scope.get(REQUEST_ID), request.scope["path"])
     response = Response(rendered.body, status_code=rendered.status)
     response.raw_headers = [
         *rendered.headers,

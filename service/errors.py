@@ -4,7 +4,9 @@
 stable and machine-readable, `message` a sentence naming the problem, `details` optional
 structure, `request_id` the request's id (its X-Request-ID), as the access log shows it.
 `render_error` turns any of them into status, headers and body, for every layer that answers:
-the FastAPI handlers, the edge and the fast path.
+the FastAPI handlers, the edge and the fast path. Under ``/v2`` (the Open Inference Protocol)
+the body is ``{"error": "<message>"}`` instead, the string V2 clients such as tritonclient parse;
+the status and message are the same, and the request id goes in the X-Request-ID header only.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "error_body",
+    "is_v2",
     "render_error",
 ]
+
+V2_PREFIX = "/v2"
 
 
 def error_body(
@@ -78,11 +83,19 @@ class Rendered(NamedTuple):
 _JSON = (b"content-type", b"application/json")
 
 
-def render_error(error: ServiceError, request_id: str | None = None) -> Rendered:
-    """The one response for an error: its status, its headers after the content type, and the
-    error's JSON, naming the request it answers."""
+def is_v2(path: str) -> bool:
+    """Whether ``path`` is under the Open Inference Protocol's prefix, where errors are V2's."""
+    return path.startswith(V2_PREFIX) and (len(path) == 3 or path[3] == "/")
+
+
+def render_error(error: ServiceError, request_id: str | None = None, path: str = "") -> Rendered:
+    """The one response for an error answering a request for ``path``: its status, its headers
+    after the content type, and the error's JSON, naming the request it answers (V2's bare
+    string under /v2)."""
     headers = [_JSON, *((k.lower().encode("latin-1"), v.encode("latin-1"))
                         for k, v in error.headers.items())]  # fmt: skip
+    if is_v2(path):
+        return Rendered(error.status, headers, orjson.dumps({"error": error.message}))
     return Rendered(error.status, headers, error.body(request_id))
 
 

@@ -51,10 +51,10 @@ class Reply(NamedTuple):
 
 
 class FastRequest:
-    """What a handler gets: the path's parameters, the headers it needs, and the body on
-    demand (read within the body limit)."""
+    """What a handler gets: the path's parameters, the headers most need, any other header by
+    name, and the body on demand (read within the body limit)."""
 
-    __slots__ = ("_limit", "_receive", "accept", "content_type", "params", "query")
+    __slots__ = ("_limit", "_receive", "accept", "content_type", "headers", "params", "query")
 
     def __init__(
         self,
@@ -64,10 +64,19 @@ class FastRequest:
         accept: str | None,
         receive: Receive,
         limit: int,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.params, self.query = params, query
         self.content_type, self.accept = content_type, accept
         self._receive, self._limit = receive, limit
+        self.headers = headers  # raw ASGI headers, lowercase names
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lowercase), as Starlette reads it."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
 
     async def body(self) -> bytes:
         return await read_body(self._receive, self._limit)
@@ -138,8 +147,9 @@ class FastPath:
                 given = value
         declared = None if length is None else content_length(length)
         request = FastRequest(
-            params, scope["query_string"], content_type, accept, receive, self.max_body_bytes
-        )
+            params, scope["query_string"], content_type, accept, receive, self.max_body_bytes,
+            scope["headers"],
+        )  # fmt: skip
         status = 500
         label = route.path
         rid = request_id(given)
@@ -163,7 +173,7 @@ class FastPath:
                 status, prediction = 200, reply.prediction
         except ServiceError as e:
             status, error = e.status, e.code
-            await send_error(send, e, rid)
+            await send_error(send, e, rid, scope["path"])
         except ClientDisconnect:
             status = CLIENT_GONE  # nobody to answer
         except Exception:
@@ -172,7 +182,7 @@ class FastPath:
             )
             failure = ServiceError("internal error; the server log has details")
             status, error = failure.status, failure.code
-            await send_error(send, failure, rid)
+            await send_error(send, failure, rid, scope["path"])
         finally:
             if not declined:
                 self.observer.finish(scope, label, status, started, start, rid, prediction, error)

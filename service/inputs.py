@@ -28,6 +28,7 @@ __all__ = [
     "MAX_PROBLEMS",
     "Pixels",
     "check_batch_size",
+    "check_values",
     "from_image",
     "from_json",
     "from_raw",
@@ -193,10 +194,31 @@ def _fast(images: list[Any], dtype: type[np.float32] | None) -> Pixels | None:
         array = array.reshape(n, N_FEATURES)
     elif array.shape != (n, N_FEATURES):
         return None
-    # Written so that NaN fails it (every comparison with NaN is false), and so does infinity.
-    if array.size and not (array.min() >= 0 and array.max() <= PIXEL_MAX):
-        return None
-    return array
+    return array if _in_range(array) else None
+
+
+def _in_range(array: NDArray[Any]) -> bool:
+    """Every value within 0..PIXEL_MAX: the value rule of every transport. Written so that NaN
+    fails it (every comparison with NaN is false), and so does infinity."""
+    return not array.size or bool(array.min() >= 0 and array.max() <= PIXEL_MAX)
+
+
+def check_values(array: NDArray[Any]) -> Pixels:
+    """(N, 784) numbers of any integer or float dtype, as decoded from a binary or tensor body:
+    returned if every value is a finite 0..255, else InvalidInput naming the first bad pixel of
+    each image, as a JSON body's are named."""
+    if array.dtype == np.uint8 or _in_range(array):  # uint8 holds 0..255 and nothing else
+        return array
+    problems: list[dict[str, Any]] = []
+    bad_rows = np.flatnonzero(~((array >= 0) & (array <= PIXEL_MAX)).all(axis=1))
+    for index in bad_rows[:MAX_PROBLEMS].tolist():
+        row = array[index]
+        pixel = int(np.flatnonzero(~((row >= 0) & (row <= PIXEL_MAX)))[0])
+        problem = _value_problem(row[pixel].item())
+        problems.append({"image": index, "pixel": pixel, "problem": problem})
+    first = problems[0]
+    message = f"image {first['image']}, pixel {first['pixel']}: {first['problem']}"
+    raise InvalidInput(message, code="invalid_pixels", details=problems)
 
 
 def _image_array(image: list[Any]) -> Pixels:

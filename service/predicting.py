@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPTED",
+    "INLINE_BYTES",
     "JSON",
     "MAX_TOP_K",
     "MULTIPART",
@@ -48,7 +49,7 @@ JSON = "application/json"
 RAW = "application/octet-stream"
 IMAGES = ("image/png", "image/jpeg")
 MAX_TOP_K = 1000
-_INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
+INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class Body:
         media = media_type(self.content_type)
         if media == JSON:
             body = await self.read()
-            if len(body) <= _INLINE_BYTES:
+            if len(body) <= INLINE_BYTES:
                 return inputs.from_json(body, max_batch=limits.max_batch)[0]
             parsed = await run_in_threadpool(inputs.from_json, body, max_batch=limits.max_batch)
             return parsed[0]

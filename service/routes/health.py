@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 from service.errors import ServiceUnavailable
 from service.openapi import errors
 from service.schemas import Live, Ready
-from service.state import get_state
+from service.state import AppState, get_state
 
-__all__ = ["router"]
+__all__ = ["router", "unready"]
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -30,15 +30,23 @@ async def live() -> dict[str, Any]:
 )
 async def ready(request: Request) -> dict[str, Any]:
     state = get_state(request)
-    if state.stopping.is_set():
-        raise ServiceUnavailable("the server is shutting down", code="shutting_down")
+    problem = unready(state)
+    if problem is not None:
+        raise problem
     registry = state.registry
-    missing = registry.not_ready()
-    if missing:
-        reasons = "; ".join(f"model {name!r} is not loaded: {why}" for name, why in missing.items())
-        raise ServiceUnavailable(reasons, code="not_ready", details={"problems": missing})
     return {
         "status": "ready",
         "models": {name: served.version for name, served in sorted(registry.models.items())},
         "problems": dict(registry.problems),
     }
+
+
+def unready(state: AppState) -> ServiceUnavailable | None:
+    """Why the server is not ready (shutting down, or a required model not loaded), or None."""
+    if state.stopping.is_set():
+        return ServiceUnavailable("the server is shutting down", code="shutting_down")
+    missing = state.registry.not_ready()
+    if missing:
+        reasons = "; ".join(f"model {name!r} is not loaded: {why}" for name, why in missing.items())
+        return ServiceUnavailable(reasons, code="not_ready", details={"problems": missing})
+    return None
