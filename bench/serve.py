@@ -1,11 +1,14 @@
-"""The service's /predict against the floor, a bare ASGI app doing the same work, under wrk.
+"""The service's /predict and /v2 inference against the floor, a bare ASGI app doing the same
+work, under wrk.
 
     python -m bench.serve [--runs N] [--duration S] [--connections C] [--batch N] [--quick]
                           [--markdown]
 
 Each run starts one server process (one worker, pinned to one core; wrk on another), waits until
 it answers, warms it up for a second, then measures with wrk: one Fashion-MNIST image as JSON,
-then a batch of raw uint8 images. The servers: the floor and the service tuned as benchmarks run
+then a batch of raw uint8 images; for the tuned service also the same through the Open Inference
+Protocol (one image as V2 JSON, the batch as a V2 binary request answered in binary). The
+servers: the floor and the service tuned as benchmarks run
 them (uvicorn, no access log, warnings only), and the README's command 1 as users run it
 (`python -m service`: its access log on) beside the same with the access log off, for one JSON
 image. They alternate within each run, so a busy spell slows every one. Prints tables of medians
@@ -44,11 +47,34 @@ LUA = Path(__file__).with_name("wrk_post.lua")
 FLOOR, SERVICE = "floor", "service"
 DEFAULT, QUIET = "python -m service", "python -m service, access log off"
 JSON, RAW = "application/json", "application/octet-stream"
-# What is measured: (name, content type sent, Accept); the batched kinds send raw uint8 images.
-KINDS = (("json", JSON, None), ("raw", RAW, None), ("raw-out", RAW, RAW))
+V2_INFER = "/v2/models/softmax/infer"
 MIN_THROUGHPUT, MAX_P99, MIN_BATCH_GAIN = 0.80, 2.0, 100.0  # the targets, as ratios
+MIN_V2_JSON, MIN_V2_BINARY = 0.80, 0.90  # V2 against /predict: one JSON image; a binary batch
 MIN_LOGGED, MAX_LOGGED_P99 = 0.93, 1.2  # the default command against its access log off
 QUIET_ENV = {"SOFTSERVE_ACCESS_LOG": "off"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A request measured: where it goes, which body (`write_bodies`) and its headers."""
+
+    name: str
+    path: str
+    body: str
+    headers: tuple[tuple[str, str], ...]
+    batched: bool  # the body holds the whole batch, not one image
+
+
+# /predict's: one image as JSON; a batch of raw uint8 answered in JSON, or in raw float32. V2's:
+# one image as JSON; the batch as UINT8 binary data, its output asked for as binary data too.
+KINDS = (
+    Kind("json", "/predict", "one", (("Content-Type", JSON),), False),
+    Kind("raw", "/predict", "many", (("Content-Type", RAW),), True),
+    Kind("raw-out", "/predict", "many", (("Content-Type", RAW), ("Accept", RAW)), True),
+    Kind("v2-json", V2_INFER, "v2-one", (("Content-Type", JSON),), False),
+    Kind("v2-binary", V2_INFER, "v2-many", (("Content-Type", RAW),), True),
+)
+PREDICT_KINDS = ("json", "raw", "raw-out")
 
 
 @dataclass(frozen=True)
@@ -99,11 +125,12 @@ def server(app: App, root: Path, pin: list[str]) -> Iterator[str]:
         yield running.url
 
 
-def wrk(url: str, body: Path, content_type: str, accept: str | None, seconds: float,
-        connections: int, pin: list[str]) -> Run:  # fmt: skip
+def wrk(url: str, body: Path, headers: dict[str, str], seconds: float, connections: int,
+        pin: list[str]) -> Run:  # fmt: skip
+    """``url`` (with its path) under wrk, POSTing ``body`` with ``headers``."""
     cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-           "-s", str(LUA), url + "/predict", "--", str(body), content_type,
-           *([accept] if accept else [])]  # fmt: skip
+           "-s", str(LUA), url, "--", str(body),
+           *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if out.returncode or line is None:
@@ -114,15 +141,15 @@ def wrk(url: str, body: Path, content_type: str, accept: str | None, seconds: fl
                errors)  # fmt: skip
 
 
-def probe(url: str, body: Path, content_type: str, accept: str | None) -> str | None:
+def probe(url: str, body: Path, headers: dict[str, str]) -> str | None:
     """None if one request answers 200, else its status and the start of its body."""
-    headers = {"content-type": content_type, **({"accept": accept} if accept else {})}
-    reply = httpx.post(url + "/predict", content=body.read_bytes(), headers=headers, timeout=30)
+    reply = httpx.post(url, content=body.read_bytes(), headers=headers, timeout=30)
     return None if reply.status_code == 200 else f"{reply.status_code} {reply.text[:500]}"
 
 
-def write_bodies(folder: Path, batch: int) -> tuple[Path, Path, str]:
-    """One image as JSON and ``batch`` images as raw bytes; test images when the data is here."""
+def write_bodies(folder: Path, batch: int) -> tuple[dict[str, tuple[Path, dict[str, str]]], str]:
+    """Each body `KINDS` name, with the headers it needs besides theirs: one image as JSON and
+    ``batch`` images as raw bytes, for /predict and for V2; test images when the data is here."""
     if DEBIAN_DIR.is_dir():
         images = load_dataset(DEBIAN_DIR).test_images
         images = np.resize(images, (batch, N_FEATURES))  # repeats the set if batch > 10000
@@ -130,10 +157,33 @@ def write_bodies(folder: Path, batch: int) -> tuple[Path, Path, str]:
     else:
         images = np.random.default_rng(0).integers(0, 256, (batch, N_FEATURES), dtype=np.uint8)
         source = f"random pixels (no Fashion-MNIST at {DEBIAN_DIR})"
-    one, many = folder / "one.json", folder / "batch.u8"
-    one.write_bytes(orjson.dumps({"pixels": images[0].tolist()}))
-    many.write_bytes(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    return one, many, source
+    raw = np.ascontiguousarray(images, dtype=np.uint8).tobytes()
+    v2_one = {"inputs": [{"name": "pixels", "shape": [1, N_FEATURES], "datatype": "UINT8",
+                          "data": images[0].tolist()}]}  # fmt: skip
+    v2_header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": [batch, N_FEATURES],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )  # fmt: skip: what tritonclient sends by default
+    contents = {
+        "one": (orjson.dumps({"pixels": images[0].tolist()}), {}),
+        "many": (raw, {}),
+        "v2-one": (orjson.dumps(v2_one), {}),
+        "v2-many": (v2_header + raw, {"Inference-Header-Content-Length": str(len(v2_header))}),
+    }
+    bodies = {}
+    for name, (content, headers) in contents.items():
+        (folder / name).write_bytes(content)
+        bodies[name] = (folder / name, headers)
+    return bodies, source
 
 
 def summary(name: str, runs: list[Run], per_request: int) -> list[str]:
@@ -175,6 +225,15 @@ def ratio_rows(res: dict[tuple[str, str], list[Run]], batch: int) -> list[list[s
              med(SERVICE, "raw", "rps") / med(FLOOR, "raw", "rps"), "-", None),
             ("batched (raw out) images/s, service / floor",
              med(SERVICE, "raw-out", "rps") / med(FLOOR, "raw-out", "rps"), "-", None),
+        ]  # fmt: skip
+    if (SERVICE, "v2-json") in res:
+        v2_json = med(SERVICE, "v2-json", "rps") / med(SERVICE, "json", "rps")
+        v2_binary = med(SERVICE, "v2-binary", "rps") / med(SERVICE, "raw-out", "rps")
+        checks += [
+            ("single JSON req/s, V2 infer / /predict", v2_json, f">= {MIN_V2_JSON:.2f}",
+             v2_json >= MIN_V2_JSON),
+            (f"{batch} images/s, V2 binary / /predict raw (raw out)", v2_binary,
+             f">= {MIN_V2_BINARY:.2f}", v2_binary >= MIN_V2_BINARY),
         ]  # fmt: skip
     if (DEFAULT, "json") in res:
         logged = med(DEFAULT, "json", "rps") / med(QUIET, "json", "rps")
@@ -224,9 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: Python {platform.python_version()}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, load average {load_average()}; {cores}")  # fmt: skip
 
-    everything = tuple(kind for kind, _, _ in KINDS)
+    everything = tuple(kind.name for kind in KINDS)
     apps = [
-        App(FLOOR, "/", everything, asgi="bench._floor:app"),
+        App(FLOOR, "/", PREDICT_KINDS, asgi="bench._floor:app"),  # it speaks no V2
         App(SERVICE, "/health/live", everything, asgi=args.service_app, env=QUIET_ENV),
         App(DEFAULT, "/health/live", ("json",)),  # the README's command 1, its defaults
         App(QUIET, "/health/live", ("json",), env=QUIET_ENV),
@@ -237,8 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         apps = apps[2:]
     res: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        one, many, source = write_bodies(Path(tmp), args.batch)
-        print(f"requests: {source}; {one.stat().st_size} JSON bytes, {args.batch} x 784 raw bytes")
+        bodies, source = write_bodies(Path(tmp), args.batch)
+        print(f"requests: {source}; {bodies['one'][0].stat().st_size} JSON bytes, "
+              f"{args.batch} x 784 raw bytes")  # fmt: skip
         problems: dict[tuple[str, str], str] = {}
         try:
             for i in range(runs):
@@ -247,17 +307,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     root = Path(tmp) / f"{index}-{i}"
                     root.mkdir()
                     with server(app, root, server_pin) as url:
-                        for kind, content_type, accept in KINDS:
+                        for measured in KINDS:
+                            kind = measured.name
                             if kind not in app.kinds:
                                 continue
-                            body = one if content_type == JSON else many
-                            problem = probe(url, body, content_type, accept)
+                            body, extra = bodies[measured.body]
+                            headers = dict(measured.headers) | extra
+                            target = url + measured.path
+                            problem = probe(target, body, headers)
                             if problem and (name, kind) not in problems:
                                 problems[name, kind] = problem
                                 print(f"  {name} {kind}: {problem}", file=sys.stderr)
-                            wrk(url, body, content_type, accept, 1.0, args.connections,
+                            wrk(target, body, headers, 1.0, args.connections,
                                 wrk_pin)  # warm-up  # fmt: skip
-                            run = wrk(url, body, content_type, accept, seconds, args.connections,
+                            run = wrk(target, body, headers, seconds, args.connections,
                                       wrk_pin)  # fmt: skip
                             res.setdefault((name, kind), []).append(run)
                             flag = f"  ERRORS {run.errors}" if run.errors else ""
@@ -281,6 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(Accept: application/octet-stream):\n")  # fmt: skip
         print(render(HEADER, [summary(n, res[n, "raw-out"], args.batch) for n in batched],
                      args.markdown))  # fmt: skip
+    if (SERVICE, "v2-json") in res:
+        print(f"\nThe tuned service through the Open Inference Protocol, POST {V2_INFER}: one "
+              f"image as V2 JSON; {args.batch} images as V2 binary data (UINT8), answered as "
+              "binary FP32:\n")  # fmt: skip
+        rows = [summary("v2 json, 1 image", res[SERVICE, "v2-json"], 1),
+                summary(f"v2 binary, {args.batch} images", res[SERVICE, "v2-binary"],
+                        args.batch)]  # fmt: skip
+        print(render(HEADER, rows, args.markdown))
     print("\nRatios of medians, and the targets:\n")
     ratios = ratio_rows(res, args.batch)
     print(render(["ratio", "measured", "target", "met"], ratios, args.markdown))

@@ -1,5 +1,5 @@
--- POST one fixed body to the URL's path, for bench/serve.py:
---   wrk -s bench/wrk_post.lua http://127.0.0.1:PORT/predict -- BODY_FILE CONTENT_TYPE [ACCEPT]
+-- POST one fixed body to the URL's path, with the given headers, for bench/serve.py:
+--   wrk -s bench/wrk_post.lua http://127.0.0.1:PORT/predict -- BODY_FILE "Name: value" ...
 -- The body is read once per thread, so the request is static and costs wrk nothing per call.
 -- done() (bench/wrk_report.lua) prints one line, "BENCH_JSON {...}", that bench/serve.py parses.
 
@@ -8,9 +8,9 @@ function init(args)
   wrk.method = "POST"
   wrk.body = file:read("*a")
   file:close()
-  wrk.headers["Content-Type"] = args[2]
-  if args[3] then
-    wrk.headers["Accept"] = args[3]
+  for i = 2, #args do
+    local name, value = args[i]:match("^([^:]+):%s*(.*)$")
+    wrk.headers[name] = value
   end
 end
 

@@ -34,11 +34,13 @@ from service.modelstore import StoreError
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Limits, Predictor
 from service.registry import Registry
-from service.routes import health, metrics, models, predict, train
+from service.routes import health, metrics, models, predict, train, v2
 from service.state import AppState
 from service.telemetry import Telemetry
 
-__all__ = ["SoftserveApp", "app", "create_app"]
+__all__ = ["FAST_ROUTES", "SoftserveApp", "app", "create_app"]
+
+FAST_ROUTES = (*predict.FAST_ROUTES, *v2.FAST_ROUTES)  # answered before FastAPI routes them
 
 log = logging.getLogger("softserve")
 
@@ -92,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # OpenTelemetry off: checking whether it is configured costs ~13 us on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    for router in (health.router, predict.router, models.router, train.router, metrics.router):
+    for router in (health.router, predict.router, models.router, train.router, metrics.router,
+                   v2.router):  # fmt: skip
         app.include_router(router)
     add_error_handlers(app)
     if settings.cors_origins:
@@ -111,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.cors_origins:  # with CORS on, predictions take the framework's path too
         framework = FastPath(
             framework,
-            predict.FAST_ROUTES,
+            FAST_ROUTES,
             predictor=lambda: holder["state"].predictor if "state" in holder else None,
             max_body_bytes=settings.max_body_bytes,
             observer=observer,

@@ -18,6 +18,10 @@ __all__ = [
     "PREDICTION",
     "READY",
     "SUMMARY",
+    "V2_MODEL",
+    "V2_REQUEST",
+    "V2_RESPONSE",
+    "V2_SERVER",
     "VERSION",
     "VERSIONS",
     "VERSION_ROW",
@@ -112,3 +116,27 @@ METRICS: dict[str, Any] = {
         "running": [{key: JOB[key] for key in ("job_id", "model", "progress", "latest")}],
     },
 }
+V2_SERVER: dict[str, Any] = {
+    "name": "softserve",
+    "version": "0.1.0",
+    "extensions": ["binary_tensor_data", "classification"],
+}
+V2_MODEL: dict[str, Any] = {
+    "name": "softmax",
+    "versions": [VERSION],
+    "platform": "softserve_linear",
+    "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [-1, N_FEATURES]}],
+    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+}
+V2_REQUEST: dict[str, Any] = {
+    "id": "42",
+    "inputs": [{"name": "pixels", "shape": [1, N_FEATURES], "datatype": "UINT8", "data": PIXELS}],
+    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+}
+V2_RESPONSE: dict[str, Any] = {
+    "model_name": "softmax",
+    "model_version": VERSION,
+    "id": "42",
+    "outputs": [{"name": "probabilities", "datatype": "BYTES", "shape": [1, 3],
+                 "data": ["0.960000:9:Ankle boot", "0.030000:7:Sneaker", "0.010000:5:Sandal"]}],
+}  # fmt: skip

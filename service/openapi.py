@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from service import examples
 from service.modelstore import NAME_PATTERN
 from service.predicting import MAX_TOP_K
 from service.schemas import ErrorResponse, PredictJSON, PredictResponse
+from service.v2.schemas import V2Error
 from trainer.artifacts import VERSION_PATTERN
 
-__all__ = ["errors", "link", "predict_docs"]
+__all__ = ["body_schema", "errors", "link", "predict_docs", "v2_errors"]
 
 
 def errors(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -19,6 +22,30 @@ def errors(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorResponse, "description": what} for status, what in statuses.items()
     }
+
+
+def v2_errors(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Error responses under /v2, in V2's shape ``{"error": "<message>"}``, by status."""
+    return {status: {"model": V2Error, "description": what} for status, what in statuses.items()}
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A request body's JSON schema with its nested models written in place: a body documented
+    through ``openapi_extra`` has no components of its own for a ``$ref`` to point at."""
+    schema = model.model_json_schema(ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 def link(path: str, method: str, body: Any = None, **parameters: str) -> dict[str, Any]:
@@ -87,9 +114,7 @@ def _predict_body() -> dict[str, Any]:
         "required": True,
         "content": {
             "application/json": {
-                "schema": PredictJSON.model_json_schema(
-                    ref_template="#/components/schemas/{model}"
-                ),
+                "schema": body_schema(PredictJSON),
                 "examples": {
                     "one image": {"value": {"pixels": examples.PIXELS}},
                     "a batch": {"value": {"images": [examples.PIXELS, examples.PIXELS]}},

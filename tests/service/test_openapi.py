@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 import service.routes
 from service import schemas
+from service.v2 import schemas as v2_schemas
 from tests.support.server import Server
 
 # The JSON responses and the models they are declared with.
@@ -36,6 +37,15 @@ TYPED = {
             GET /train/{job_id} Job
             DELETE /train/{job_id} Job
             GET /metrics MetricsReport
+            GET /v2 V2ServerMetadata
+            GET /v2/health/live V2Live
+            GET /v2/health/ready V2Ready
+            GET /v2/models/{name} V2ModelMetadata
+            GET /v2/models/{name}/versions/{version} V2ModelMetadata
+            GET /v2/models/{name}/ready V2ModelReady
+            GET /v2/models/{name}/versions/{version}/ready V2ModelReady
+            POST /v2/models/{name}/infer V2InferenceResponse
+            POST /v2/models/{name}/versions/{version}/infer V2InferenceResponse
         """.strip().splitlines()
     )
 }
@@ -120,9 +130,13 @@ def test_documented_errors_have_the_one_error_shape(spec: dict[str, Any]) -> Non
             if status.startswith(("4", "5")):
                 schemas = [m["schema"] for m in response["content"].values()]
                 where = f"{method.upper()} {path} {status}"
-                assert schemas == [{"$ref": "#/components/schemas/ErrorResponse"}], where
+                shape = "ErrorResponse"
+                if path.startswith("/v2"):  # V2's {"error": "<message>"}; not ready: ready false
+                    shape = "V2Ready" if where == "GET /v2/health/ready 503" else "V2Error"
+                assert schemas == [{"$ref": f"#/components/schemas/{shape}"}], where
                 checked.add(where)
-    expected = {"POST /predict 422", "GET /health/ready 503", "POST /models/{name}/activate 422"}
+    expected = {"POST /predict 422", "GET /health/ready 503", "POST /models/{name}/activate 422",
+                "POST /v2/models/{name}/infer 422", "GET /v2/health/ready 503"}  # fmt: skip
     assert expected <= checked
 
 
@@ -160,7 +174,8 @@ def test_every_json_response_is_typed(spec: dict[str, Any]) -> None:
 
 
 def response_models() -> list[type[BaseModel]]:
-    return [getattr(schemas, name) for name in sorted(set(TYPED.values()))]
+    return [getattr(v2_schemas if name.startswith("V2") else schemas, name)
+            for name in sorted(set(TYPED.values()))]  # fmt: skip
 
 
 @pytest.mark.parametrize("model", response_models(), ids=lambda m: m.__name__)
@@ -205,6 +220,8 @@ def test_live_bodies_validate_against_their_models(client: httpx.Client) -> None
         ("/models/softmax/versions", schemas.Versions),
         ("/train", schemas.JobList),
         ("/metrics", schemas.MetricsReport),
+        ("/v2", v2_schemas.V2ServerMetadata),
+        ("/v2/models/softmax", v2_schemas.V2ModelMetadata),
     ):
         response = client.get(path)
         assert response.status_code == 200, path

@@ -1,0 +1,95 @@
+"""The pipeline's prediction as a V2 inference response: JSON, or a JSON header followed by the
+binary data of the outputs that asked for it, compressed when the client accepts it.
+
+Outputs: ``probabilities``, FP32 [N, K] (K = 1 for a binary model: the positive class), or with
+``parameters.classification: k`` BYTES [N, k] of ``"value:index:label"``, likeliest first, as
+Triton's classification extension writes them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from service.fastpath import Reply
+from service.predicting import JSON, RAW, Prediction
+from service.v2 import encoding
+from service.v2.tensors import InferRequest, Output
+
+__all__ = ["HEADER_LENGTH", "render"]
+
+HEADER_LENGTH = "inference-header-content-length"
+_JSON_TYPE = (b"content-type", JSON.encode())
+_BINARY_TYPE = (b"content-type", RAW.encode())
+
+
+def render(prediction: Prediction, request: InferRequest, accept_encoding: str | None) -> Reply:
+    served = prediction.served
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in request.outputs:
+        tensor, blob = _output(prediction, output)
+        outputs.append(tensor)
+        if blob is not None:
+            blobs.append(blob)
+    doc: dict[str, Any] = {"model_name": served.name, "model_version": served.version}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if blobs:
+        headers = [_BINARY_TYPE, (HEADER_LENGTH.encode(), str(len(header)).encode())]
+        body = b"".join([header, *blobs])
+    else:
+        headers, body = [_JSON_TYPE], header
+    chosen = encoding.preferred(accept_encoding)
+    if chosen is not None and len(body) >= encoding.MIN_COMPRESSED:
+        body = encoding.compress(body, chosen)
+        headers.append((b"content-encoding", chosen.encode()))
+    return Reply(headers, body, (served.name, served.version, len(prediction)))
+
+
+def _output(prediction: Prediction, output: Output) -> tuple[dict[str, Any], bytes | None]:
+    n = len(prediction)
+    if output.classification is None:
+        table = prediction.proba.reshape(n, -1)
+        tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": table.shape}
+        if output.binary:
+            data = np.ascontiguousarray(table, "<f4").tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            return tensor, data
+        tensor["data"] = table.reshape(-1)
+        return tensor, None
+    labels = _classified(prediction, output.classification)
+    k = len(labels) // n
+    tensor = {"name": output.name, "datatype": "BYTES", "shape": [n, k]}
+    if output.binary:  # each element: its length as 4 little-endian bytes, then the bytes
+        data = b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in labels))
+        tensor["parameters"] = {"binary_data_size": len(data)}
+        return tensor, data
+    tensor["data"] = labels
+    return tensor, None
+
+
+def _table(prediction: Prediction) -> NDArray[np.float32]:
+    """(N, K) probability of every class (binary models: both classes, negative first)."""
+    proba = prediction.proba
+    if proba.ndim == 1:
+        return np.stack([1 - proba, proba], axis=1)
+    return proba
+
+
+def _classified(prediction: Prediction, k: int) -> list[str]:
+    """The k likeliest classes of each image, row-major, as ``"value:index:label"``."""
+    table = _table(prediction)
+    names = prediction.served.class_names
+    ranked = np.argsort(-table, axis=1, kind="stable")[:, :k]
+    return [
+        f"{table[row, index]:f}:{index}:{names[index]}"
+        for row, indices in enumerate(ranked.tolist())
+        for index in indices
+    ]
