@@ -58,10 +58,11 @@ class InferRequest(NamedTuple):
     pixels: inputs.Pixels  # (N, 784), values checked
 
 
-def split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
-    """The JSON header and the binary data after it, by ``Inference-Header-Content-Length``."""
+def split(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary data after it (a view: a batch is not copied), by
+    ``Inference-Header-Content-Length``."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     text = header_length.decode("latin-1").strip()
     if not (text.isascii() and text.isdigit()):
         raise BadRequest(
@@ -74,10 +75,11 @@ def split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
             f"Inference-Header-Content-Length is {length}, but the body has only {len(body)} bytes",
             code="invalid_header",
         )
-    return body[:length], body[length:]
+    view = memoryview(body)
+    return body[:length], view[length:]
 
 
-def parse(header: bytes, binary: bytes, limits: Limits) -> InferRequest:
+def parse(header: bytes, binary: bytes | memoryview, limits: Limits) -> InferRequest:
     """The request in ``header`` (JSON) and ``binary`` (the tensor data after it, if any)."""
     doc = _json(header, binary_follows=bool(binary))
     request_id = doc.get("id")
@@ -129,13 +131,21 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
-def _tensor(tensor: Any, binary: bytes, limits: Limits, *, booleans: bool) -> inputs.Pixels:
-    if not isinstance(tensor, dict):
-        raise InvalidInput(f"input tensor must be an object, got {json_type(tensor)}")
-    name = tensor.get("name")
-    if name != INPUT:
+def _named(item: Any, role: str, expected: str) -> dict[str, Any]:
+    """An input or a requested output: an object named ``expected``, the model's one ``role``."""
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{role} must be an object, got {json_type(item)}")
+    name = item.get("name")
+    if name != expected:
         got = repr(name[:40]) if isinstance(name, str) else json_type(name)
-        raise InvalidInput(f"unknown input {got}: this model takes one input, {INPUT!r}")
+        raise InvalidInput(f"unknown {role} {got}: this model has one {role}, {expected!r}")
+    return item
+
+
+def _tensor(
+    item: Any, binary: bytes | memoryview, limits: Limits, *, booleans: bool
+) -> inputs.Pixels:
+    tensor = _named(item, "input", INPUT)
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         got = repr(datatype[:20]) if isinstance(datatype, str) else json_type(datatype)
@@ -255,13 +265,8 @@ def _outputs(requested: Any, binary_output: bool) -> tuple[Output, ...]:
         raise InvalidInput(f"'outputs' must be a non-empty array, got {json_type(requested)}")
     outputs = []
     for item in requested:
-        if not isinstance(item, dict):
-            raise InvalidInput(f"each requested output must be an object, got {json_type(item)}")
-        name = item.get("name")
-        if name != OUTPUT:
-            got = repr(name[:40]) if isinstance(name, str) else json_type(name)
-            raise InvalidInput(f"unknown output {got}: this model has one output, {OUTPUT!r}")
-        parameters = _object(item.get("parameters"), f"output {OUTPUT!r}'s 'parameters'")
+        output = _named(item, "output", OUTPUT)
+        parameters = _object(output.get("parameters"), f"output {OUTPUT!r}'s 'parameters'")
         binary = _flag(parameters.get("binary_data", binary_output), "binary_data")
         k = parameters.get("classification")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
