@@ -26,8 +26,10 @@ from trainer.jsontypes import json_type, shorten
 __all__ = [
     "MAX_INT_DIGITS",
     "MAX_PROBLEMS",
+    "UNIT_SCALE_HINT",
     "Pixels",
     "check_batch_size",
+    "check_scale",
     "check_values",
     "from_image",
     "from_json",
@@ -201,6 +203,50 @@ def _in_range(array: NDArray[Any]) -> bool:
     """Every value within 0..PIXEL_MAX: the value rule of every transport. Written so that NaN
     fails it (every comparison with NaN is false), and so does infinity."""
     return not array.size or bool(array.min() >= 0 and array.max() <= PIXEL_MAX)
+
+
+UNIT_SCALE_HINT = (
+    "send intensities 0..255, or declare the scale with ?scale=unit (V2: the request parameter "
+    '"scale": "unit") to have them multiplied by 255'
+)
+
+
+def check_scale(pixels: Pixels, *, unit: bool) -> Pixels:
+    """The pixels on the 0..255 scale. ``unit``: the caller says they are scaled to 0..1, so
+    they must lie within 0..1 and are multiplied by 255. Otherwise an image that looks scaled
+    to 0..1 is refused, as its answer would be noise: one whose brightest pixel is above 0 and at
+    most 1 (fractions within 0..1, or a mask of 0s and 1s). An all-black image stays legal."""
+    if unit:
+        if pixels.size and pixels.max() > 1:
+            index, pixel = np.argwhere(pixels > 1)[0].tolist()
+            value = shorten(str(pixels[index, pixel].item()))
+            raise InvalidInput(
+                f"image {index}, pixel {pixel}: value {value} is outside 0..1, which ?scale=unit "
+                "declares",
+                code="invalid_pixels",
+                details=[{"image": index, "pixel": pixel, "problem": "outside 0..1"}],
+            )
+        return pixels.astype(np.float32) * np.float32(PIXEL_MAX)
+    peaks = pixels.max(axis=1)
+    suspect = np.flatnonzero((peaks > 0) & (peaks <= 1))
+    if not suspect.size:
+        return pixels
+    problems = []
+    for index in suspect[:MAX_PROBLEMS].tolist():
+        image = pixels[index]
+        if image.dtype.kind in "iu" or bool(np.all(np.mod(image, 1) == 0)):
+            problem = "it holds only 0s and 1s, as a mask does"
+        else:
+            problem = (
+                f"its values lie within 0..1 (the brightest is {shorten(str(peaks[index].item()))})"
+            )
+        problems.append({"image": index, "problem": problem})
+    first = problems[0]
+    raise InvalidInput(
+        f"image {first['image']} looks scaled to 0..1: {first['problem']}; {UNIT_SCALE_HINT}",
+        code="unit_scale",
+        details=problems,
+    )
 
 
 def check_values(array: NDArray[Any]) -> Pixels:

@@ -100,6 +100,12 @@ _VERSION = {
     "description": "a kept version of the model (default: the active one)",
     "schema": {"type": "string", "pattern": VERSION_PATTERN},
 }  # fmt: skip
+_SCALE = {
+    "name": "scale", "in": "query", "required": False,
+    "description": "unit: the pixels are scaled to 0..1 and are multiplied by 255 (without it, "
+    "an image whose brightest pixel is above 0 and at most 1 is refused as looking so scaled)",
+    "schema": {"type": "string", "enum": ["unit"]},
+}  # fmt: skip
 _TOP_K = {
     "name": "top_k", "in": "query", "required": False,
     "description": "also list the k likeliest classes (softmax models)",
@@ -145,7 +151,7 @@ def _predict_body() -> dict[str, Any]:
 
 def predict_docs(*, named: bool) -> dict[str, Any]:
     """The route arguments that document /predict (``named``: /models/{name}/predict)."""
-    parameters = [_VERSION, _TOP_K] if named else [_MODEL, _VERSION, _TOP_K]
+    parameters = [_VERSION, _TOP_K, _SCALE] if named else [_MODEL, _VERSION, _TOP_K, _SCALE]
     return {
         "response_model": PredictResponse,
         "responses": _PREDICT_RESPONSES,

@@ -72,10 +72,16 @@ class PredictRequest(NamedTuple):
     version: str | None = None  # None: the active version; else a kept one
     top_k: int | None = None  # also rank the k likeliest classes (softmax models)
     raw: bool = False  # answered as raw float32 probabilities, not JSON
+    unit: bool = False  # the pixels are scaled to 0..1 (?scale=unit), not 0..255
 
 
 class Payload(Protocol):
-    """The pixels of a request, read only when the pipeline asks for them."""
+    """The pixels of a request, read only when the pipeline asks for them; ``unit``, read after
+    them: whether the payload itself declares them scaled to 0..1 (V2's request parameter
+    "scale"), as ``PredictRequest.unit`` does for a query."""
+
+    @property
+    def unit(self) -> bool: ...
 
     async def pixels(self, limits: Limits) -> inputs.Pixels: ...
 
@@ -97,6 +103,7 @@ class Body:
     media type is checked before ``read`` is awaited, so an unsupported body is never read."""
 
     __slots__ = ("content_type", "read")
+    unit = False
 
     def __init__(self, content_type: str | None, read: Callable[[], Awaitable[bytes]]) -> None:
         self.content_type = content_type
@@ -177,6 +184,7 @@ class Predictor:
                     "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
                 )
         pixels = await payload.pixels(self.limits)
+        pixels = inputs.check_scale(pixels, unit=request.unit or payload.unit)
         scores = linear.logits(served.weights, served.bias, linear.pixels_to_features(pixels))
         self.telemetry.predicted(served.name, len(scores))
         return Prediction(served, scores, linear.probabilities(served.kind, scores), request.top_k)

@@ -46,12 +46,13 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 def parse_request(query: bytes | str, accept: str | None, *, named: str | None) -> PredictRequest:
     """``?model=NAME`` (on /predict only: ``named`` is the model the path names),
-    ``?version=V`` and ``?top_k=K``; ``Accept: application/octet-stream`` asks for raw float32."""
+    ``?version=V``, ``?top_k=K`` and ``?scale=unit``; ``Accept: application/octet-stream`` asks
+    for raw float32."""
     raw = accept is not None and RAW in accept.lower()
     if not query:
         return PredictRequest(named, None, None, raw)
     text = query.decode("latin-1") if isinstance(query, bytes) else query
-    model, version, top_k = named, None, None
+    model, version, top_k, unit = named, None, None, False
     for key, value in parse_qsl(text, keep_blank_values=True):
         if key == "model" and named is None:
             model = value
@@ -67,13 +68,23 @@ def parse_request(query: bytes | str, accept: str | None, *, named: str | None) 
                     code="invalid_parameter",
                 )
             top_k = int(value)
+        elif key == "scale":
+            if value != "unit":
+                raise InvalidInput(
+                    f"scale must be 'unit' (pixels scaled to 0..1), got {value[:40]!r}; leave it "
+                    "out for intensities 0..255",
+                    code="invalid_parameter",
+                )
+            unit = True
         else:
-            allowed = "version, top_k" if named is not None else "model, version, top_k"
+            allowed = (
+                "version, top_k, scale" if named is not None else "model, version, top_k, scale"
+            )
             raise InvalidInput(
                 f"unknown query parameter {key[:40]!r}: expected {allowed}",
                 code="invalid_parameter",
             )
-    return PredictRequest(model, version, top_k, raw)
+    return PredictRequest(model, version, top_k, raw, unit)
 
 
 def reply(prediction: Prediction, raw: bool) -> Reply:
@@ -139,6 +150,8 @@ async def _predict(request: Request, name: str | None) -> Response:
 
 class _Multipart:
     """Multipart uploads of PNG or JPEG files, one image each (the payload of a form)."""
+
+    unit = False
 
     def __init__(self, request: Request) -> None:
         self.request = request

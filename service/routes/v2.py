@@ -140,6 +140,10 @@ class _Tensors:
         self.request = request
         self.parsed: tensors.InferRequest | None = None
 
+    @property
+    def unit(self) -> bool:
+        return self.parsed is not None and self.parsed.unit
+
     async def pixels(self, limits: Limits) -> inputs.Pixels:
         body = await self.request.body()
         coding = self.request.header(b"content-encoding")

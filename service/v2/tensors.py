@@ -56,6 +56,7 @@ class InferRequest(NamedTuple):
     id: str | None
     outputs: tuple[Output, ...]  # as requested, in order; the default when none are named
     pixels: inputs.Pixels  # (N, 784), values checked
+    unit: bool = False  # the request parameter "scale": "unit": pixels scaled to 0..1
 
 
 def split(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
@@ -87,6 +88,12 @@ def parse(header: bytes, binary: bytes | memoryview, limits: Limits) -> InferReq
         raise InvalidInput(f"'id' must be a string, got {json_type(request_id)}")
     parameters = _object(doc.get("parameters"), "'parameters'")
     binary_output = _flag(parameters.get("binary_data_output", False), "binary_data_output")
+    scale = parameters.get("scale")
+    if scale not in (None, "unit"):
+        raise InvalidInput(
+            f"parameter 'scale' must be \"unit\" (pixels scaled to 0..1), got {json_type(scale)}",
+            code="invalid_parameter",
+        )
     tensors = doc.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InvalidInput(
@@ -99,7 +106,8 @@ def parse(header: bytes, binary: bytes | memoryview, limits: Limits) -> InferReq
     # has any (as /predict does), which an all-numbers request's does not.
     booleans = b"true" in header or b"false" in header
     pixels = _tensor(tensors[0], binary, limits, booleans=booleans)
-    return InferRequest(request_id, _outputs(doc.get("outputs"), binary_output), pixels)
+    outputs = _outputs(doc.get("outputs"), binary_output)
+    return InferRequest(request_id, outputs, pixels, scale == "unit")
 
 
 def _json(header: bytes, *, binary_follows: bool) -> dict[str, Any]:

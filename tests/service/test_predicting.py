@@ -64,6 +64,8 @@ def predictor(tmp_path: Path) -> Predictor:
 class Pixels:
     """A payload that counts how often it was read."""
 
+    unit = False
+
     def __init__(self, pixels: inputs.Pixels) -> None:
         self.value = pixels
         self.reads = 0
