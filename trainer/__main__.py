@@ -73,6 +73,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="train on pixels / 255 as they are, not standardised per pixel",
     )
+    add(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="keep the fitted logits: no temperature fitted on the validation split",
+    )
     add("--seed", type=int, default=d.seed, help="(%(default)s)")
     add(
         "--positive",

@@ -60,6 +60,7 @@ class TrainConfig:
     validation_fraction: float = 1 / 12  # 5,000 of Fashion-MNIST's 60,000, stratified by class
     refit: bool = True  # after choosing the epoch on validation, retrain on train + validation
     standardize: bool = True  # train on per-pixel standardised features, folded back on save
+    calibrate: bool = True  # fit a temperature on the validation split; fold it in if it helps
     seed: int = 0  # same seed, same data -> bitwise identical weights
     positive: tuple[str, ...] = ("Shirt",)  # binary: positive class names or indices
     negative: tuple[str, ...] = ()  # binary: negative classes; empty = all the others

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.calibration import Calibration, fit_temperature
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError, TrainingError
 from trainer.linear import fold_standardization, logits, loss_and_grad, pixels_to_features
@@ -89,6 +90,7 @@ class FitResult:
     n_train: int  # rows the final weights were fit on
     n_validation: int
     seconds: float
+    calibration: Calibration | None = None  # fitted on the validation split, if there was one
 
 
 def split_validation(
@@ -133,6 +135,10 @@ def fit(
     shift = (mean / scale).astype(np.float32)  # where standardisation moves the zero pixel
     run = _Run(config, X, targets, evals, shift, n_outputs, rng, progress, should_stop)
     W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=len(val_idx) > 0)
+    calibration = None
+    if len(val_idx) and config.calibrate:  # before the refit fits on these rows too
+        X_val, y_val = run.evals["validation"]
+        calibration = fit_temperature(config.model, logits(W, b, X_val), y_val)
     fit_rows = train_idx
     if config.refit and len(val_idx):
         fit_rows = np.arange(len(targets))
@@ -141,6 +147,9 @@ def fit(
         W, b, refit_history, _ = run.train("refit", fit_rows, best, keep_best=False)
         history += refit_history
 
+    if calibration is not None and calibration.applied:
+        W = (W / np.float32(calibration.temperature)).astype(np.float32)
+        b = (b / np.float32(calibration.temperature)).astype(np.float32)
     # scores of every row are small (N, K); gathering the rows of X first would copy all of X
     train_scores = logits(W, b, X)[fit_rows]
     metrics = {"train": evaluate(config.model, train_scores, targets[fit_rows])}
@@ -151,7 +160,7 @@ def fit(
     weights, bias = fold_standardization(W, b, mean, scale)
     return FitResult(
         weights, bias, tuple(history), metrics, best, len(fit_rows), len(val_idx),
-        time.perf_counter() - started,
+        time.perf_counter() - started, calibration,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from typing import Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.calibration import expected_calibration_error
 from trainer.linear import Kind, accuracy, data_loss, predict_labels
 
 __all__ = ["BINARY_METRICS", "SPLITS", "Split", "binary_metrics", "evaluate", "roc_auc"]
@@ -55,8 +56,13 @@ def binary_metrics(y: NDArray[np.integer], Z: NDArray[np.floating]) -> dict[str,
 
 
 def evaluate(kind: Kind, Z: NDArray[np.floating], y: NDArray[np.integer]) -> dict[str, float]:
-    """Loss (mean cross-entropy, the log-loss) and accuracy of (N, K) scores; binary metrics too."""
-    out = {"loss": data_loss(kind, Z, y), "accuracy": accuracy(kind, Z, y)}
+    """Loss (the NLL: mean cross-entropy, the log-loss), accuracy and the expected calibration
+    error (15 bins) of (N, K) scores; binary metrics too."""
+    out = {
+        "loss": data_loss(kind, Z, y),
+        "accuracy": accuracy(kind, Z, y),
+        "ece": expected_calibration_error(kind, Z, y),
+    }
     if kind == "binary":
         out.update(binary_metrics(y, Z))
     return out

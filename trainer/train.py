@@ -62,7 +62,10 @@ def train_model(
         history=[record.to_dict() for record in result.history],
         training_seconds=result.seconds,
         binary=binary,
-        extra={"environment": _environment()},
+        extra={
+            "environment": _environment(),
+            **({"calibration": result.calibration.to_meta()} if result.calibration else {}),
+        },
     )
     return artifact, result
 

@@ -42,12 +42,13 @@ def _data(kind: Kind) -> tuple[Images, Targets, tuple[Images, Targets]]:
 
 
 def _config(kind: Kind, **changes: Any) -> TrainConfig:
-    """Small runs: 480 training rows in 10 batches (the last one partial), 4 epochs."""
+    """Small runs: 480 training rows in 10 batches (the last one partial), 4 epochs. No
+    temperature (test_calibration.py has those): the final metrics are the last epoch's."""
     base: dict[str, Any] = {
         "model": kind, "epochs": 4, "batch_size": 50, "learning_rate": 0.05, "l2": 1e-4,
         "optimizer": "momentum", "momentum": 0.9, "schedule": "cosine",
         "validation_fraction": 0.2, "refit": True, "standardize": True, "seed": 0,
-        "positive": (str(POSITIVE),),
+        "positive": (str(POSITIVE),), "calibrate": False,
     }  # fmt: skip
     return TrainConfig(**{**base, **changes})
 

@@ -72,8 +72,8 @@ def test_binary_metrics_report_undefined_ratios_as_zero() -> None:
 @pytest.mark.parametrize(
     ("kind", "keys"),
     [
-        ("softmax", {"loss", "accuracy"}),
-        ("binary", {"loss", "accuracy", "roc_auc", "precision", "recall", "f1"}),
+        ("softmax", {"loss", "accuracy", "ece"}),
+        ("binary", {"loss", "accuracy", "ece", "roc_auc", "precision", "recall", "f1"}),
     ],
 )
 def test_evaluate_keys_per_kind(kind: Kind, keys: set[str]) -> None:
