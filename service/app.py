@@ -103,8 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "Content-Encoding",
+                "Inference-Header-Content-Length",
+            ],
+            expose_headers=["X-Request-ID", "Content-Encoding", "Inference-Header-Content-Length"],
         )
     framework: ASGIApp = EdgeMiddleware(
         functools.partial(FastAPI.__call__, app),

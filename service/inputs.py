@@ -34,6 +34,7 @@ __all__ = [
     "from_image",
     "from_json",
     "from_raw",
+    "parse_json",
 ]
 
 Pixels = NDArray[Any]  # (N, 784), integer or float dtype, every value finite in 0..PIXEL_MAX
@@ -47,7 +48,7 @@ _PLAIN = frozenset(f'{{"{key}":}}'.encode().translate(None, _NUMERIC) for key in
 
 def from_json(body: bytes, *, max_batch: int) -> tuple[Pixels, bool]:
     """Parse ``{"pixels": [...]}`` or ``{"images": [[...], ...]}``; returns pixels and is-batch."""
-    doc = _parse(body)
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InvalidInput(
             f"expected a JSON object with 'pixels' or 'images', got {json_type(doc)}"
@@ -143,11 +144,13 @@ def check_batch_size(n: int, max_batch: int) -> None:
         )
 
 
-def _parse(body: bytes) -> Any:
+def parse_json(
+    body: bytes, *, expected: str = 'JSON like {"pixels": [784 numbers]}', hint: str = ""
+) -> Any:
+    """A request body's JSON, or 400 ``invalid_json`` saying what was ``expected`` (and
+    ``hint``, why it may not be JSON)."""
     if not body.strip():
-        raise BadRequest(
-            'empty body: expected JSON like {"pixels": [784 numbers]}', code="invalid_json"
-        )
+        raise BadRequest(f"empty body: expected {expected}", code="invalid_json")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as strict:
@@ -156,7 +159,9 @@ def _parse(body: bytes) -> Any:
         try:
             return json.loads(body, parse_int=_parse_int)
         except (ValueError, RecursionError):
-            raise BadRequest(f"body is not valid JSON: {strict}", code="invalid_json") from None
+            raise BadRequest(
+                f"body is not valid JSON: {strict}{hint}", code="invalid_json"
+            ) from None
 
 
 def _parse_int(text: str) -> int | float:
@@ -221,7 +226,7 @@ def check_scale(pixels: Pixels, *, unit: bool) -> Pixels:
             index, pixel = np.argwhere(pixels > 1)[0].tolist()
             value = shorten(str(pixels[index, pixel].item()))
             raise InvalidInput(
-                f"image {index}, pixel {pixel}: value {value} is outside 0..1, which ?scale=unit "
+                f"image {index}, pixel {pixel}: value {value} is outside 0..1, which scale=unit "
                 "declares",
                 code="invalid_pixels",
                 details=[{"image": index, "pixel": pixel, "problem": "outside 0..1"}],

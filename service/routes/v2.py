@@ -17,9 +17,7 @@ from starlette.responses import JSONResponse
 
 from service import __version__, inputs
 from service.edge import PREDICTION
-from service.errors import InvalidInput
 from service.fastpath import FastRequest, FastRoute, Reply
-from service.modelstore import StoreError, check_version
 from service.openapi import body_schema, v2_errors
 from service.predicting import INLINE_BYTES, JSON, RAW, Limits, Predictor, PredictRequest
 from service.registry import Served
@@ -35,6 +33,7 @@ from service.v2.schemas import (
     V2Ready,
     V2ServerMetadata,
 )
+from trainer.contract import N_FEATURES
 
 __all__ = ["EXTENSIONS", "FAST_ROUTES", "PLATFORM", "router"]
 
@@ -104,12 +103,7 @@ async def version_ready(request: Request, name: str, version: str) -> dict[str, 
 
 
 async def _served(predictor: Predictor, name: str, version: str | None) -> Served:
-    if version is not None:
-        try:
-            check_version(version)
-        except StoreError as e:
-            raise InvalidInput(str(e), code="invalid_version") from None
-    return await predictor.model(name, version)
+    return await predictor.model(name, version)  # a malformed version: the registry's 422
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
@@ -122,7 +116,7 @@ async def _metadata(request: Request, name: str, version: str | None) -> dict[st
         "name": served.name,
         "versions": sorted(kept, reverse=True),
         "platform": PLATFORM,
-        "inputs": [{"name": tensors.INPUT, "datatype": "UINT8", "shape": [-1, 784]}],
+        "inputs": [{"name": tensors.INPUT, "datatype": "UINT8", "shape": [-1, N_FEATURES]}],
         "outputs": [{"name": tensors.OUTPUT, "datatype": "FP32", "shape": [-1, classes]}],
     }
 
@@ -161,11 +155,6 @@ class _Tensors:
 
 async def _infer(predictor: Predictor, request: FastRequest) -> Reply:
     version = request.params.get("version")
-    if version is not None:
-        try:
-            check_version(version)
-        except StoreError as e:
-            raise InvalidInput(str(e), code="invalid_version") from None
     payload = _Tensors(request)
     prediction = await predictor.predict(PredictRequest(request.params["name"], version), payload)
     assert payload.parsed is not None  # the pipeline read the pixels

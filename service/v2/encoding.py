@@ -45,12 +45,18 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise too_large(None, limit, what=f"decompressed ({name}) request body")
     if not inflater.eof:
         raise BadRequest(f"body is not valid {name} data: it ends early", code="invalid_encoding")
+    if inflater.unused_data:
+        raise BadRequest(
+            f"body has {len(inflater.unused_data)} bytes after the end of its {name} data "
+            "(send one stream)",
+            code="invalid_encoding",
+        )
     return data
 
 
 def preferred(accept_encoding: str | None) -> str | None:
-    """The encoding to answer in: the first of gzip and deflate that ``Accept-Encoding`` lists
-    with a non-zero weight, or None."""
+    """The encoding to answer in: of gzip and deflate, the one ``Accept-Encoding`` weighs
+    highest (gzip on a tie), if its weight is above zero; else None."""
     if not accept_encoding:
         return None
     weights: dict[str, float] = {}
@@ -64,10 +70,8 @@ def preferred(accept_encoding: str | None) -> str | None:
             except ValueError:
                 weight = 0.0
         weights.setdefault(name.strip(), weight)
-    for name in ENCODINGS:
-        if weights.get(name, weights.get("*", 0.0)) > 0:
-            return name
-    return None
+    best = max(ENCODINGS, key=lambda name: weights.get(name, weights.get("*", 0.0)))
+    return best if weights.get(best, weights.get("*", 0.0)) > 0 else None
 
 
 def compress(body: bytes, encoding: str) -> bytes:

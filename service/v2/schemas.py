@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import examples
-from service.v2.tensors import DATATYPES, INPUT, OUTPUT
+from service.v2.tensors import DATATYPES, INPUT, OUTPUT, SHAPES
 
 __all__ = [
     "V2Error",
@@ -30,8 +30,8 @@ __all__ = [
 
 
 def _shown(example: dict[str, Any], *, extra: bool = False) -> ConfigDict:
-    """A model's config with its OpenAPI example; ``extra``: unknown fields are allowed (and
-    ignored), as V2 says of a request."""
+    """A model's config with its OpenAPI example; ``extra``: the schema allows unknown fields, as
+    V2 says of a request (the parser ignores them)."""
     return ConfigDict(
         extra="allow" if extra else "ignore", json_schema_extra={"examples": [example]}
     )
@@ -85,7 +85,7 @@ class V2ModelMetadata(BaseModel):
 class V2RequestInput(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(description=f"{INPUT!r}, the one input", examples=[INPUT])
-    shape: list[int] = Field(description="[N, 784] or [N, 28, 28]", examples=[[1, 784]])
+    shape: list[int] = Field(description=SHAPES, examples=[[1, 784]])
     datatype: str = Field(
         description="UINT8, or any integer or float type whose values lie within 0..255",
         json_schema_extra={"enum": list(DATATYPES)},

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-import orjson
 
 from service import inputs
 from service.errors import BadRequest, InvalidInput
@@ -25,6 +24,7 @@ __all__ = [
     "DATATYPES",
     "INPUT",
     "OUTPUT",
+    "SHAPES",
     "InferRequest",
     "Output",
     "parse",
@@ -40,7 +40,8 @@ DATATYPES = {
     "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
     "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
 }  # fmt: skip
-_SHAPES = f"[N, {N_FEATURES}] or [N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}]"
+SHAPES = f"[N, {N_FEATURES}] or [N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}]"
+_MAX_DIGITS = 20  # of a length header: more is no body this service reads (nor an int() it should)
 
 
 class Output(NamedTuple):
@@ -65,7 +66,7 @@ def split(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.decode("latin-1").strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
         raise BadRequest(
             f"Inference-Header-Content-Length must be a whole number of bytes, got {text[:40]!r}",
             code="invalid_header",
@@ -111,15 +112,11 @@ def parse(header: bytes, binary: bytes | memoryview, limits: Limits) -> InferReq
 
 
 def _json(header: bytes, *, binary_follows: bool) -> dict[str, Any]:
-    if not header.strip():
-        raise BadRequest("empty body: expected a V2 inference request (JSON)", code="invalid_json")
-    try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as e:
-        hint = "" if binary_follows else (
-            " (a body with binary tensor data needs the Inference-Header-Content-Length header)"
-        )  # fmt: skip
-        raise BadRequest(f"body is not valid JSON: {e}{hint}", code="invalid_json") from None
+    # A body that declares binary data but came without the length header was read whole as JSON.
+    hint = "" if binary_follows or b"binary_data_size" not in header else (
+        " (a body with binary tensor data needs the Inference-Header-Content-Length header)"
+    )  # fmt: skip
+    doc = inputs.parse_json(header, expected="a V2 inference request (JSON)", hint=hint)
     if not isinstance(doc, dict):
         raise InvalidInput(f"expected a JSON object with 'inputs', got {json_type(doc)}")
     return doc
@@ -194,22 +191,29 @@ def _tensor(
                 "binary_data_size",
                 code="invalid_binary_data",
             )
-        data = _data(tensor.get("data"), count, dtype, booleans=booleans)
-        array = data.reshape(n, N_FEATURES)
+        array = _data(tensor.get("data"), count, booleans=booleans).reshape(n, N_FEATURES)
+        array = inputs.check_values(array)  # before the whole-number rule: NaN is not "a fraction"
+        if dtype.kind in "iu" and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+            raise InvalidInput(
+                f"input {INPUT!r} is {datatype}, but 'data' holds numbers that are not whole"
+            )
+        return array
     return inputs.check_values(array)
 
 
 def _batch(shape: Any, limits: Limits) -> int:
     """N, from a shape of [N, 784] or [N, 28, 28], within the batch limit."""
     if not isinstance(shape, list):
-        raise InvalidInput(f"input {INPUT!r}: 'shape' must be {_SHAPES}, got {json_type(shape)}")
-    shown = str(shape)[:80] if len(shape) <= 4 else f"an array of {len(shape)} dimensions"
-    if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidInput(f"input {INPUT!r}: 'shape' must be {SHAPES}, got {json_type(shape)}")
+    odd = [d for d in shape if not isinstance(d, int) or isinstance(d, bool)]
+    if odd:  # named by json_type, never repr'd: a nested list may be 1,000 deep
         raise InvalidInput(
-            f"input {INPUT!r}: 'shape' must be {_SHAPES}, whole numbers, got {shown}"
+            f"input {INPUT!r}: 'shape' must be {SHAPES}, whole numbers, got {json_type(odd[0])} "
+            "in it"
         )
+    shown = str(shape)[:80] if len(shape) <= 4 else f"an array of {len(shape)} dimensions"
     if len(shape) not in (2, 3) or list(shape[1:]) not in ([N_FEATURES], list(IMAGE_SHAPE)):
-        raise InvalidInput(f"input {INPUT!r}: 'shape' must be {_SHAPES}, got {shown}")
+        raise InvalidInput(f"input {INPUT!r}: 'shape' must be {SHAPES}, got {shown}")
     n = shape[0]
     if n < 1:
         raise InvalidInput(f"input {INPUT!r}: shape {shown} holds no image")
@@ -217,7 +221,7 @@ def _batch(shape: Any, limits: Limits) -> int:
     return int(n)
 
 
-def _data(data: Any, count: int, dtype: np.dtype[Any], *, booleans: bool) -> inputs.Pixels:
+def _data(data: Any, count: int, *, booleans: bool) -> inputs.Pixels:
     """The JSON ``data`` (flat or nested, row-major) as a flat array of ``count`` values."""
     if not isinstance(data, list):
         raise InvalidInput(
@@ -243,12 +247,7 @@ def _data(data: Any, count: int, dtype: np.dtype[Any], *, booleans: bool) -> inp
         raise InvalidInput(
             f"input {INPUT!r}: its shape holds {count} values, but 'data' has {array.size}"
         )
-    flat = array.reshape(-1)
-    if dtype.kind in "iu" and array.dtype.kind == "f" and not np.all(np.mod(flat, 1) == 0):
-        raise InvalidInput(
-            f"input {INPUT!r} is {_name_of(dtype)}, but 'data' holds numbers that are not whole"
-        )
-    return flat if flat.dtype.kind != "f" else flat.astype(np.float32, copy=False)
+    return array.reshape(-1)  # float64 stays: a value past float32's range is named as sent
 
 
 def _holds_boolean(data: list[Any]) -> bool:
@@ -260,10 +259,6 @@ def _holds_boolean(data: list[Any]) -> bool:
             if type(value) is list:
                 stack.append(value)
     return False
-
-
-def _name_of(dtype: np.dtype[Any]) -> str:
-    return next(name for name, code in DATATYPES.items() if np.dtype(code) == dtype)
 
 
 def _outputs(requested: Any, binary_output: bool) -> tuple[Output, ...]:

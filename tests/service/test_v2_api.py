@@ -158,6 +158,23 @@ HOSTILE = [
     ("a deflate bomb", {"content": zlib.compress(b"[" * 50_000_000),
                         "headers": {"content-encoding": "deflate"}}, 413,
      f"decompressed (deflate) request body is over {LIMIT_BYTES} bytes"),
+    ("a shape nested 1000 deep",
+     {"content": b'{"inputs":[{"name":"pixels","datatype":"UINT8","shape":['
+      + b"[" * 1000 + b"]" * 1000 + b',784]}]}'},
+     422, "'shape' must be [N, 784] or [N, 28, 28], whole numbers, got an array of 1 in it"),
+    ("a length header of 5000 digits", {"content": b"{}", "headers": {HEADER: "9" * 5000}}, 400,
+     "Inference-Header-Content-Length must be a whole number of bytes"),
+    ("NaN in the data",
+     {"content": b'{"inputs":[{"name":"pixels","shape":[1,784],"datatype":"FP32","data":[NaN'
+      + b",0" * 783 + b"]}]}"},
+     422, "image 0, pixel 0: expected a finite number 0..255, got nan"),
+    ("a huge FP64 value",
+     binary(request(tensor([1, 784], "FP64", parameters={"binary_data_size": 6272})),
+            np.full(784, 1e300, "<f8").tobytes()),
+     422, "image 0, pixel 0: value 1e+300 is outside 0..255"),
+    ("gzip with junk after it", {"content": gzip.compress(orjson.dumps(one())) + b"JUNK",
+                                 "headers": {"content-encoding": "gzip"}}, 400,
+     "body has 4 bytes after the end of its gzip data"),
     ("a body over the limit", {"content": b" " * (LIMIT_BYTES + 1)}, 413,
      f"the limit is {LIMIT_BYTES} bytes (SOFTSERVE_MAX_BODY_BYTES)"),
 ]  # fmt: skip

@@ -49,7 +49,7 @@ def test_whole_floats_are_accepted_for_integer_types() -> None:
     parsed = parse(tensor([3, 784], data=[float(v) for v in IMAGES.reshape(-1)]))
     np.testing.assert_array_equal(parsed.pixels, IMAGES)
     floats = parse(tensor([1, 784], "FP32", data=[0.5] * 784))
-    assert floats.pixels.dtype == np.float32 and floats.pixels[0, 0] == 0.5
+    assert floats.pixels.dtype.kind == "f" and floats.pixels[0, 0] == 0.5
 
 
 def test_the_outputs_asked_for() -> None:
@@ -110,6 +110,8 @@ def test_inflating_within_the_limit() -> None:
         ("*", "gzip"),
         ("*;q=0", None),
         ("gzip;q=nonsense", None),
+        ("deflate;q=1, gzip;q=0.001", "deflate"),
+        ("gzip;q=0.5, deflate;q=0.5", "gzip"),
     ],
 )
 def test_the_answers_encoding(header: str | None, chosen: str | None) -> None:
