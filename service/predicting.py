@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import inputs
 from service.errors import InvalidInput, ServiceUnavailable, UnsupportedMediaType
+from service.pixels import check_scale
 from service.registry import Registry, Served
 from service.telemetry import Telemetry
 from trainer import linear
@@ -184,7 +185,7 @@ class Predictor:
                     "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
                 )
         pixels = await payload.pixels(self.limits)
-        pixels = inputs.check_scale(pixels, unit=request.unit or payload.unit)
+        pixels = check_scale(pixels, unit=request.unit or payload.unit)
         scores = linear.logits(served.weights, served.bias, linear.pixels_to_features(pixels))
         self.telemetry.predicted(served.name, len(scores))
         return Prediction(served, scores, linear.probabilities(served.kind, scores), request.top_k)

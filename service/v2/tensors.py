@@ -5,7 +5,7 @@ extension); ``Inference-Header-Content-Length`` says where the JSON ends. That h
 never Content-Type: tritonclient's sync client sends none, and its aio client sends
 ``application/octet-stream`` with a pure-JSON body. A declared shape and ``binary_data_size`` are
 checked against the limits before anything is allocated; the values follow `/predict`'s rule,
-checked by the same code (`service.inputs.check_values`).
+checked by the same code (`service.pixels.check_values`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from service import inputs
 from service.errors import BadRequest, InvalidInput
+from service.pixels import check_values
 from service.predicting import Limits
 from trainer.contract import IMAGE_SHAPE, N_FEATURES
 from trainer.jsontypes import json_type
@@ -192,13 +193,13 @@ def _tensor(
                 code="invalid_binary_data",
             )
         array = _data(tensor.get("data"), count, booleans=booleans).reshape(n, N_FEATURES)
-        array = inputs.check_values(array)  # before the whole-number rule: NaN is not "a fraction"
+        array = check_values(array)  # before the whole-number rule: NaN is not "a fraction"
         if dtype.kind in "iu" and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
             raise InvalidInput(
                 f"input {INPUT!r} is {datatype}, but 'data' holds numbers that are not whole"
             )
         return array
-    return inputs.check_values(array)
+    return check_values(array)
 
 
 def _batch(shape: Any, limits: Limits) -> int:

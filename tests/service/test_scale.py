@@ -1,7 +1,7 @@
 """Pixels scaled to 0..1, the most common mistake in ML code, are refused rather than answered
 with noise; ``?scale=unit`` (V2: the request parameter ``"scale": "unit"``) declares them.
 
-The rule (service.inputs.check_scale): an image whose brightest pixel is above 0 and at most 1 is
+The rule (service.pixels.check_scale): an image whose brightest pixel is above 0 and at most 1 is
 refused: fractions within 0..1, or a mask of 0s and 1s. An all-black image stays legal. Against
 a real uvicorn process, through every body form and V2."""
 
