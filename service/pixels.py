@@ -58,6 +58,8 @@ def check_scale(pixels: Pixels, *, unit: bool) -> Pixels:
                 details=[{"image": index, "pixel": pixel, "problem": "outside 0..1"}],
             )
         return pixels.astype(np.float32) * np.float32(PIXEL_MAX)
+    if len(pixels) == 1 and not 0 < pixels.max() <= 1:  # the common request: one reduction
+        return pixels
     peaks = pixels.max(axis=1)
     suspect = np.flatnonzero((peaks > 0) & (peaks <= 1))
     if not suspect.size:
