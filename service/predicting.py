@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +42,7 @@ __all__ = [
     "Predictor",
     "is_multipart",
     "media_type",
+    "off_the_loop_if_large",
 ]
 
 ACCEPTED = "application/json, application/octet-stream, image/png, image/jpeg, multipart/form-data"
@@ -49,6 +50,7 @@ MULTIPART = "multipart/form-data"
 JSON = "application/json"
 RAW = "application/octet-stream"
 IMAGES = ("image/png", "image/jpeg")
+T = TypeVar("T")
 MAX_TOP_K = 1000
 INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
 
@@ -99,6 +101,14 @@ def media_type(header: str | None) -> str:
     return header.partition(";")[0].strip().lower()
 
 
+async def off_the_loop_if_large(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)``: inline for a body of up to INLINE_BYTES, in a thread for a larger one,
+    whose JSON would hold the event loop up."""
+    if len(body) <= INLINE_BYTES:
+        return parse(body)
+    return await run_in_threadpool(parse, body)
+
+
 class Body:
     """A request body of one media type: JSON, raw uint8 pixels, or a PNG or JPEG image. The
     media type is checked before ``read`` is awaited, so an unsupported body is never read."""
@@ -113,10 +123,11 @@ class Body:
     async def pixels(self, limits: Limits) -> inputs.Pixels:
         media = media_type(self.content_type)
         if media == JSON:
+            batch = limits.max_batch
             body = await self.read()
-            if len(body) <= INLINE_BYTES:
-                return inputs.from_json(body, max_batch=limits.max_batch)[0]
-            parsed = await run_in_threadpool(inputs.from_json, body, max_batch=limits.max_batch)
+            parsed = await off_the_loop_if_large(
+                lambda b: inputs.from_json(b, max_batch=batch), body
+            )
             return parsed[0]
         if media == RAW:
             return inputs.from_raw(await self.read(), max_batch=limits.max_batch)
@@ -153,9 +164,17 @@ class Prediction:
         when asked for: a raw answer has no use for it)."""
         return linear.predict_labels(self.served.kind, self.logits)
 
+    @property
+    def table(self) -> NDArray[np.float32]:
+        """(N, K) probability of every class: a binary model's both, negative first."""
+        if self.proba.ndim == 1:
+            return np.stack([1 - self.proba, self.proba], axis=1)
+        return self.proba
+
     def ranked(self, k: int) -> NDArray[np.intp]:
         """(N, k) class indices, likeliest first (ties keep label order)."""
-        return np.argsort(-self.proba, axis=1, kind="stable")[:, : min(k, self.proba.shape[1])]
+        table = self.table
+        return np.argsort(-table, axis=1, kind="stable")[:, : min(k, table.shape[1])]
 
 
 class Predictor:

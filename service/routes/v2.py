@@ -19,7 +19,14 @@ from service import __version__, inputs
 from service.edge import PREDICTION
 from service.fastpath import FastRequest, FastRoute, Reply
 from service.openapi import body_schema, v2_errors
-from service.predicting import INLINE_BYTES, JSON, RAW, Limits, Predictor, PredictRequest
+from service.predicting import (
+    JSON,
+    RAW,
+    Limits,
+    Predictor,
+    PredictRequest,
+    off_the_loop_if_large,
+)
 from service.registry import Served
 from service.routes.health import unready
 from service.state import get_state
@@ -146,10 +153,9 @@ class _Tensors:
                 encoding.decompress, body, coding.decode("latin-1"), limits.max_body_bytes
             )
         header, binary = tensors.split(body, self.request.header(_HEADER_LENGTH))
-        if len(header) <= INLINE_BYTES:
-            self.parsed = tensors.parse(header, binary, limits)
-        else:  # a large JSON header is parsed off the event loop too
-            self.parsed = await run_in_threadpool(tensors.parse, header, binary, limits)
+        self.parsed = await off_the_loop_if_large(
+            lambda text: tensors.parse(text, binary, limits), header
+        )
         return self.parsed.pixels
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from numpy.typing import NDArray
 
 from service.fastpath import Reply
 from service.predicting import JSON, RAW, Prediction
@@ -75,19 +74,10 @@ def _output(prediction: Prediction, output: Output) -> tuple[dict[str, Any], byt
     return tensor, None
 
 
-def _table(prediction: Prediction) -> NDArray[np.float32]:
-    """(N, K) probability of every class (binary models: both classes, negative first)."""
-    proba = prediction.proba
-    if proba.ndim == 1:
-        return np.stack([1 - proba, proba], axis=1)
-    return proba
-
-
 def _classified(prediction: Prediction, k: int) -> list[str]:
     """The k likeliest classes of each image, row-major, as ``"value:index:label"``."""
-    table = _table(prediction)
-    names = prediction.served.class_names
-    ranked = np.argsort(-table, axis=1, kind="stable")[:, :k]
+    table, names = prediction.table, prediction.served.class_names
+    ranked = prediction.ranked(k)
     return [
         f"{table[row, index]:f}:{index}:{names[index]}"
         for row, indices in enumerate(ranked.tolist())
