@@ -89,11 +89,10 @@ def check_values(array: NDArray[Any]) -> Pixels:
     if array.dtype == np.uint8 or in_range(array):  # uint8 holds 0..255 and nothing else
         return array
     problems: list[dict[str, Any]] = []
-    bad_rows = np.flatnonzero(~((array >= 0) & (array <= PIXEL_MAX)).all(axis=1))
-    for index in bad_rows[:MAX_PROBLEMS].tolist():
-        row = array[index]
-        pixel = int(np.flatnonzero(~((row >= 0) & (row <= PIXEL_MAX)))[0])
-        problem = value_problem(row[pixel].item())
+    bad = ~((array >= 0) & (array <= PIXEL_MAX))  # NaN is bad: both comparisons are false
+    for index in np.flatnonzero(bad.any(axis=1))[:MAX_PROBLEMS].tolist():
+        pixel = int(np.flatnonzero(bad[index])[0])
+        problem = value_problem(array[index, pixel].item())
         problems.append({"image": index, "pixel": pixel, "problem": problem})
     first = problems[0]
     message = f"image {first['image']}, pixel {first['pixel']}: {first['problem']}"

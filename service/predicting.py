@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPTED",
-    "INLINE_BYTES",
     "JSON",
     "MAX_TOP_K",
     "MULTIPART",
@@ -52,7 +51,7 @@ RAW = "application/octet-stream"
 IMAGES = ("image/png", "image/jpeg")
 T = TypeVar("T")
 MAX_TOP_K = 1000
-INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
+_INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +101,9 @@ def media_type(header: str | None) -> str:
 
 
 async def off_the_loop_if_large(parse: Callable[[bytes], T], body: bytes) -> T:
-    """``parse(body)``: inline for a body of up to INLINE_BYTES, in a thread for a larger one,
+    """``parse(body)``: inline for a body of up to _INLINE_BYTES, in a thread for a larger one,
     whose JSON would hold the event loop up."""
-    if len(body) <= INLINE_BYTES:
+    if len(body) <= _INLINE_BYTES:
         return parse(body)
     return await run_in_threadpool(parse, body)
 

@@ -11,6 +11,7 @@ in ``beta = 1 / T``, so a golden-section search finds its minimum.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,22 +36,24 @@ def expected_calibration_error(
     proba = probabilities(kind, np.asarray(Z, dtype=np.float64))
     confidence = np.maximum(proba, 1 - proba) if kind == "binary" else proba.max(axis=1)
     correct = predict_labels(kind, Z) == y
+    if not len(y):
+        return 0.0
     which = np.minimum((confidence * bins).astype(np.intp), bins - 1)
-    count = np.bincount(which, minlength=bins)
     gap = np.abs(
         np.bincount(which, weights=correct, minlength=bins)
         - np.bincount(which, weights=confidence, minlength=bins)
     )
-    return float(gap.sum() / max(len(y), 1)) if count.sum() else 0.0
+    return float(gap.sum() / len(y))
 
 
+@dataclass(frozen=True)
 class Calibration:
-    """A fitted temperature and what it did to the held-out NLL."""
+    """A fitted temperature and what it did to the held-out NLL of ``n`` rows."""
 
-    def __init__(self, temperature: float, nll_before: float, nll_after: float, n: int) -> None:
-        self.temperature, self.nll_before, self.nll_after, self.n = (
-            temperature, nll_before, nll_after, n,
-        )  # fmt: skip
+    temperature: float
+    nll_before: float
+    nll_after: float
+    n: int
 
     @property
     def applied(self) -> bool:

@@ -27,7 +27,6 @@ from service.predicting import (
     PredictRequest,
     off_the_loop_if_large,
 )
-from service.registry import Served
 from service.routes.health import unready
 from service.state import get_state
 from service.v2 import answer, encoding, tensors
@@ -98,24 +97,20 @@ async def version_metadata(request: Request, name: str, version: str) -> dict[st
 @router.get(f"{_MODEL}/ready", summary="V2 model readiness", response_model=V2ModelReady,
             responses=_MODEL_ERRORS)  # fmt: skip
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
-    served = await _served(get_state(request).predictor, name, None)
+    served = await get_state(request).predictor.model(name, None)
     return {"name": served.name, "ready": True}
 
 
 @router.get(f"{_VERSION}/ready", summary="V2 model version readiness",
             response_model=V2ModelReady, responses=_VERSION_ERRORS)  # fmt: skip
 async def version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
-    served = await _served(get_state(request).predictor, name, version)
+    served = await get_state(request).predictor.model(name, version)
     return {"name": served.name, "ready": True}
-
-
-async def _served(predictor: Predictor, name: str, version: str | None) -> Served:
-    return await predictor.model(name, version)  # a malformed version: the registry's 422
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
     state = get_state(request)
-    served = await _served(state.predictor, name, version)
+    served = await state.predictor.model(name, version)  # a malformed version: the registry's 422
     kept = set(await run_in_threadpool(state.models.versions, name))
     kept |= {served.version, state.registry.get(name).version}
     classes = served.weights.shape[1]  # binary: 1, the positive class
