@@ -46,12 +46,14 @@ from trainer.data import DEBIAN_DIR, load_dataset
 LUA = Path(__file__).with_name("wrk_post.lua")
 FLOOR, SERVICE = "floor", "service"
 DEFAULT, QUIET = "python -m service", "python -m service, access log off"
+NO_OOD = "service, OOD off"  # the tuned service without the out-of-distribution assessment
 JSON, RAW = "application/json", "application/octet-stream"
 V2_INFER = "/v2/models/softmax/infer"
 MIN_THROUGHPUT, MAX_P99, MIN_BATCH_GAIN = 0.80, 2.0, 100.0  # the targets, as ratios
 MIN_V2_JSON, MIN_V2_BINARY = 0.80, 0.90  # V2 against /predict: one JSON image; a binary batch
 MIN_LOGGED, MAX_LOGGED_P99 = 0.93, 1.2  # the default command against its access log off
 QUIET_ENV = {"SOFTSERVE_ACCESS_LOG": "off"}
+MIN_OOD_SINGLE, MIN_OOD_BATCH = 0.90, 0.80  # the assessment's cost caps, as ratios on / off
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,15 @@ def ratio_rows(res: dict[tuple[str, str], list[Run]], batch: int) -> list[list[s
             (f"{batch} images/s, V2 binary / /predict raw (raw out)", v2_binary,
              f">= {MIN_V2_BINARY:.2f}", v2_binary >= MIN_V2_BINARY),
         ]  # fmt: skip
+    if (NO_OOD, "json") in res:
+        single = med(SERVICE, "json", "rps") / med(NO_OOD, "json", "rps")
+        batched = med(SERVICE, "raw-out", "rps") / med(NO_OOD, "raw-out", "rps")
+        checks += [
+            ("single JSON req/s, OOD assessment on / off", single, f">= {MIN_OOD_SINGLE:.2f}",
+             single >= MIN_OOD_SINGLE),
+            (f"{batch} images/s raw (raw out), OOD assessment on / off", batched,
+             f">= {MIN_OOD_BATCH:.2f}", batched >= MIN_OOD_BATCH),
+        ]  # fmt: skip
     if (DEFAULT, "json") in res:
         logged = med(DEFAULT, "json", "rps") / med(QUIET, "json", "rps")
         logged_p99 = med(DEFAULT, "json", "p99") / med(QUIET, "json", "p99")
@@ -271,9 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--markdown", action="store_true", help="print the tables as Markdown")
     add(
         "--only",
-        choices=("tuned", "default"),
-        help="measure only the floor and the tuned "
-        "service, or only python -m service with its access log on and off (default: both)",
+        choices=("tuned", "default", "ood"),
+        help="measure only the floor and the tuned service, only python -m service with its "
+        "access log on and off, or only the tuned service with its OOD assessment on and off "
+        "(default: all)",
     )
     args = parser.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
@@ -291,11 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         App(SERVICE, "/health/live", everything, asgi=args.service_app, env=QUIET_ENV),
         App(DEFAULT, "/health/live", ("json",)),  # the README's command 1, its defaults
         App(QUIET, "/health/live", ("json",), env=QUIET_ENV),
-    ]
+        App(NO_OOD, "/health/live", ("json", "raw-out"), asgi=args.service_app,
+            env=QUIET_ENV | {"SOFTSERVE_OOD": "off"}),
+    ]  # fmt: skip
     if args.only == "tuned":
         apps = apps[:2]
     elif args.only == "default":
-        apps = apps[2:]
+        apps = apps[2:4]
+    elif args.only == "ood":
+        apps = [apps[1], apps[4]]
     res: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         bodies, source = write_bodies(Path(tmp), args.batch)
@@ -342,9 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "answered in JSON:\n")  # fmt: skip
         print(render(HEADER, [summary(n, res[n, "raw"], args.batch) for n in batched],
                      args.markdown))  # fmt: skip
+    raw_out = [a.name for a in apps if "raw-out" in a.kinds]
+    if raw_out:
         print(f"\nThe same {args.batch} images, answered as raw float32 probabilities "
               "(Accept: application/octet-stream):\n")  # fmt: skip
-        print(render(HEADER, [summary(n, res[n, "raw-out"], args.batch) for n in batched],
+        print(render(HEADER, [summary(n, res[n, "raw-out"], args.batch) for n in raw_out],
                      args.markdown))  # fmt: skip
     if (SERVICE, "v2-json") in res:
         print(f"\nThe tuned service through the Open Inference Protocol, POST {V2_INFER}: one "

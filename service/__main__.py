@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1 or settings.prometheus_multiproc_dir is not None:
         folder = settings.prometheus_multiproc_dir or settings.job_store_dir / "prometheus"
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):  # counts of an earlier run
+        for stale in [*folder.glob("*.db"), *folder.glob("drift/*")]:  # an earlier run's
             stale.unlink()
         # The workers inherit it; prometheus-client reads it when they import it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.config import Settings
+from service.drift import Drift
 from service.edge import EdgeMiddleware, Observer
 from service.error_handlers import add_error_handlers
 from service.fastpath import FastPath
@@ -65,7 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def job_counts() -> Mapping[str, int]:
         return holder["state"].jobs.counts() if "state" in holder else {}
 
-    telemetry = Telemetry(served_models, job_counts, settings.prometheus_multiproc_dir)
+    def drift_figures() -> Mapping[str, Mapping[str, Any]]:
+        return holder["state"].drift_report() if "state" in holder else {}
+
+    telemetry = Telemetry(
+        served_models, job_counts, settings.prometheus_multiproc_dir, drift_figures
+    )
     writer = Writer(
         STDERR,
         default_format(settings.log_format),
@@ -161,12 +167,18 @@ async def _running(
     restore_signals = _notice_shutdown(state.stopping)
     await state.runner.start()
     watcher = asyncio.create_task(_watch(state))
+    drift = state.predictor.drift
+    keeper = asyncio.create_task(drift.run(lambda: state.registry.models)) if drift else None
     try:
         yield
     finally:
-        watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, keeper):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        if drift is not None:
+            drift.close()
         await state.runner.stop()
         restore_signals()
         app.state.softserve = None
@@ -221,9 +233,15 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         on_finished=finished,
         log_format=default_format(settings.log_format),
     )
+    shared = settings.prometheus_multiproc_dir  # set when several workers share the counts
+    drift = Drift(
+        settings.drift_window, settings.drift_alert_factor,
+        shared / "drift" if shared is not None else None,
+    )  # fmt: skip
     predictor = Predictor(
-        registry, Limits.from_settings(settings), telemetry, settings.default_model
-    )
+        registry, Limits.from_settings(settings), telemetry, settings.default_model, settings.ood,
+        drift,
+    )  # fmt: skip
     served = ", ".join(f"{name} {s.version}" for name, s in sorted(registry.models.items()))
     log.info(
         "softserve %s (pid %d) serving %s from %s; jobs in %s",

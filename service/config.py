@@ -73,6 +73,24 @@ class Settings(BaseSettings):
         ge=N_FEATURES,
         description="largest PNG or JPEG, width x height, checked before decoding (413 beyond)",
     )
+    ood: bool = Field(
+        True,
+        description="assess every image against the model's training data and flag the unusual "
+        "(out of distribution); off: no assessment, and `strict` is refused",
+    )
+    drift_window: float = Field(
+        300.0,
+        ge=0,
+        le=7 * 86400,
+        description="seconds of traffic the drift figures cover (/metrics, /models/{name}/drift); "
+        "0 turns them off",
+    )
+    drift_alert_factor: float = Field(
+        3.0,
+        gt=1,
+        description="one warning line when a window's out-of-distribution flag rate passes this "
+        "multiple of the expected rate",
+    )
     train_concurrency: int = Field(
         1, ge=1, le=64, description="jobs training at once, across all workers"
     )

@@ -40,6 +40,7 @@ PREDICTION: dict[str, Any] = {
             "class_name": "Ankle boot",
             "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.03, 0.0, 0.96],
             "top_k": [{"label": 9, "class_name": "Ankle boot", "probability": 0.96}],
+            "ood": {"score": 0.94, "flag": False, "reasons": []},
         }
     ],
 }
@@ -55,6 +56,7 @@ SUMMARY: dict[str, Any] = {
                 "test": {"loss": 0.452, "accuracy": 0.848}},
     "loaded_at": "2026-11-22T05:00:00Z",
     "problem": None,
+    "ood": {"enabled": True, "expected_rate": 0.005, "reason": None},
 }  # fmt: skip
 MODELS: dict[str, Any] = {"models": [SUMMARY], "not_loaded": {}}
 EPOCH: dict[str, Any] = {
@@ -100,6 +102,24 @@ JOB: dict[str, Any] = {
     "request_id": "5f0c2a9e41b7-17",
 }  # fmt: skip
 JOBS: dict[str, Any] = {"jobs": [JOB]}
+DRIFT: dict[str, Any] = {
+    "version": VERSION,
+    "window_seconds": 300.0,
+    "workers": 1,
+    "images": 1200,
+    "assessed": 1200,
+    "flagged": 7,
+    "flag_rate": 0.0058,
+    "expected_flag_rate": 0.005,
+    "flag_ratio": 1.17,
+    "alert": False,
+    "mean_intensity": 0.284,
+    "training_intensity": 0.286,
+    "class_shares": {"T-shirt/top": 0.11, "Trouser": 0.09},
+    "training_prior": {"T-shirt/top": 0.1, "Trouser": 0.1},
+    "psi": 0.004,
+    "mean_top_probability": 0.86,
+}
 METRICS: dict[str, Any] = {
     "models": {
         "softmax": {
@@ -115,6 +135,7 @@ METRICS: dict[str, Any] = {
         "counts": {"queued": 0, "running": 1, "succeeded": 3, "failed": 0, "cancelled": 0},
         "running": [{key: JOB[key] for key in ("job_id", "model", "progress", "latest")}],
     },
+    "drift": {"softmax": DRIFT},
 }
 V2_SERVER: dict[str, Any] = {
     "name": "softserve",
@@ -126,7 +147,11 @@ V2_MODEL: dict[str, Any] = {
     "versions": [VERSION],
     "platform": "softserve_linear",
     "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [-1, N_FEATURES]}],
-    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+    "outputs": [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "ood_score", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "ood_flag", "datatype": "BOOL", "shape": [-1, 1]},
+    ],
 }
 V2_REQUEST: dict[str, Any] = {
     "id": "42",

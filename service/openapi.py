@@ -65,7 +65,9 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "with Accept: application/octet-stream: the probabilities as "
                 "little-endian float32, N x K row-major (binary models: K = 1, the positive "
-                "class); headers X-Softserve-Model, -Version, -Shape ('N,K') and -Dtype",
+                "class); headers X-Softserve-Model, -Version, -Shape ('N,K') and -Dtype, and "
+                "X-Softserve-OOD-Flagged: the indices of the images flagged as unlike the "
+                "training data ('0,7'; empty: none; absent: not assessed)",
             },
         }
     },
@@ -105,6 +107,12 @@ _SCALE = {
     "description": "unit: the pixels are scaled to 0..1 and are multiplied by 255 (without it, "
     "an image whose brightest pixel is above 0 and at most 1 is refused as looking so scaled)",
     "schema": {"type": "string", "enum": ["unit"]},
+}  # fmt: skip
+_STRICT = {
+    "name": "strict", "in": "query", "required": False,
+    "description": "true: refuse (422, code out_of_distribution) a request with any image the "
+    "out-of-distribution assessment flags, naming it and why",
+    "schema": {"type": "boolean"},
 }  # fmt: skip
 _TOP_K = {
     "name": "top_k", "in": "query", "required": False,
@@ -151,7 +159,9 @@ def _predict_body() -> dict[str, Any]:
 
 def predict_docs(*, named: bool) -> dict[str, Any]:
     """The route arguments that document /predict (``named``: /models/{name}/predict)."""
-    parameters = [_VERSION, _TOP_K, _SCALE] if named else [_MODEL, _VERSION, _TOP_K, _SCALE]
+    parameters = [_VERSION, _TOP_K, _SCALE, _STRICT]
+    if not named:
+        parameters.insert(0, _MODEL)
     return {
         "response_model": PredictResponse,
         "responses": _PREDICT_RESPONSES,

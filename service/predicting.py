@@ -9,6 +9,7 @@ pixels (the payload is read only then), the scores, the telemetry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -18,10 +19,12 @@ from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from service import inputs
+from service.drift import Drift
 from service.errors import InvalidInput, ServiceUnavailable, UnsupportedMediaType
 from service.pixels import check_scale
 from service.registry import Registry, Served
 from service.telemetry import Telemetry
+from service.trust import Assessment
 from trainer import linear
 
 if TYPE_CHECKING:
@@ -53,6 +56,8 @@ T = TypeVar("T")
 MAX_TOP_K = 1000
 _INLINE_BYTES = 64 * 1024  # bigger JSON bodies are parsed in a thread, off the event loop
 
+log = logging.getLogger("softserve.predicting")
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -75,15 +80,26 @@ class PredictRequest(NamedTuple):
     top_k: int | None = None  # also rank the k likeliest classes (softmax models)
     raw: bool = False  # answered as raw float32 probabilities, not JSON
     unit: bool = False  # the pixels are scaled to 0..1 (?scale=unit), not 0..255
+    strict: bool = False  # refuse an image flagged as out of distribution (?strict=true)
+
+
+class Declared(NamedTuple):
+    """What a payload itself declares, in its body (V2's request parameters)."""
+
+    unit: bool = False
+    strict: bool = False
+
+
+NOTHING_DECLARED = Declared()
 
 
 class Payload(Protocol):
-    """The pixels of a request, read only when the pipeline asks for them; ``unit``, read after
-    them: whether the payload itself declares them scaled to 0..1 (V2's request parameter
-    "scale"), as ``PredictRequest.unit`` does for a query."""
+    """The pixels of a request, read only when the pipeline asks for them; ``declared``, read
+    after them: the options the payload itself declares (V2's request parameters "scale" and
+    "strict"), as a `PredictRequest` does for a query."""
 
     @property
-    def unit(self) -> bool: ...
+    def declared(self) -> Declared: ...
 
     async def pixels(self, limits: Limits) -> inputs.Pixels: ...
 
@@ -113,7 +129,7 @@ class Body:
     media type is checked before ``read`` is awaited, so an unsupported body is never read."""
 
     __slots__ = ("content_type", "read")
-    unit = False
+    declared = NOTHING_DECLARED
 
     def __init__(self, content_type: str | None, read: Callable[[], Awaitable[bytes]]) -> None:
         self.content_type = content_type
@@ -143,16 +159,24 @@ class Body:
 class Prediction:
     """What the pipeline decided: which model version answered, and its scores."""
 
-    __slots__ = ("logits", "proba", "served", "top_k")
+    __slots__ = ("assessment", "logits", "proba", "served", "top_k")
 
     def __init__(
         self, served: Served, logits: NDArray[np.float32], proba: NDArray[np.float32],
-        top_k: int | None,
+        top_k: int | None, assessment: Assessment | None = None,
     ) -> None:  # fmt: skip
         self.served = served
         self.logits = logits  # (N, K)
         self.proba = proba  # softmax (N, K); binary (N,), of the positive class
         self.top_k = top_k
+        self.assessment = assessment  # None: not assessed (``no_assessment`` says why)
+
+    @property
+    def no_assessment(self) -> str | None:
+        """Why the images were not assessed, if they were not."""
+        if self.assessment is not None:
+            return None
+        return self.served.no_detector or "out-of-distribution flagging is off (SOFTSERVE_OOD)"
 
     def __len__(self) -> int:
         return len(self.logits)
@@ -179,15 +203,18 @@ class Prediction:
 class Predictor:
     """The prediction pipeline, on what it uses: the registry, the limits and the telemetry."""
 
-    __slots__ = ("default_model", "limits", "registry", "telemetry")
+    __slots__ = ("assess", "default_model", "drift", "limits", "registry", "telemetry")
 
     def __init__(
-        self, registry: Registry, limits: Limits, telemetry: Telemetry, default_model: str
-    ) -> None:
+        self, registry: Registry, limits: Limits, telemetry: Telemetry, default_model: str,
+        assess: bool = True, drift: Drift | None = None,
+    ) -> None:  # fmt: skip
         self.registry = registry
         self.limits = limits
         self.telemetry = telemetry
         self.default_model = default_model
+        self.assess = assess  # out-of-distribution flagging (SOFTSERVE_OOD)
+        self.drift = drift if drift is not None and drift.enabled else None
 
     async def predict(self, request: PredictRequest, payload: Payload) -> Prediction:
         """Decide one prediction, or raise the ServiceError that names what is wrong."""
@@ -203,10 +230,27 @@ class Predictor:
                     "top_k applies to JSON responses, not raw ones", code="invalid_parameter"
                 )
         pixels = await payload.pixels(self.limits)
-        pixels = check_scale(pixels, unit=request.unit or payload.unit)
-        scores = linear.logits(served.weights, served.bias, linear.pixels_to_features(pixels))
+        declared = payload.declared
+        pixels = check_scale(pixels, unit=request.unit or declared.unit)
+        X = linear.pixels_to_features(pixels)
+        detector = served.detector if self.assess else None
+        assessment = None
+        if detector is None:
+            scores = linear.logits(served.weights, served.bias, X)
+        else:
+            scores, assessment = detector.logits_and_assessment(pixels, X, served.bias)
+        prediction = Prediction(
+            served, scores, linear.probabilities(served.kind, scores), request.top_k, assessment
+        )
+        if self.drift is not None:  # before strict may refuse them: they were asked about
+            try:
+                self.drift.record(prediction, X)
+            except Exception:  # bookkeeping must never cost the caller the answer
+                log.exception("recording drift figures failed")
+        if request.strict or declared.strict:
+            _refuse_flagged(prediction)
         self.telemetry.predicted(served.name, len(scores))
-        return Prediction(served, scores, linear.probabilities(served.kind, scores), request.top_k)
+        return prediction
 
     async def model(self, name: str | None, version: str | None) -> Served:
         """The model that answers: by name (else the default), the active version unless one
@@ -225,6 +269,29 @@ class Predictor:
         if held is not None:
             return held
         return await run_in_threadpool(self.registry.load_version, name, version)
+
+
+def _refuse_flagged(prediction: Prediction) -> None:
+    """Strict: 422 naming the first flagged image and why, or that flagging is off."""
+    assessment = prediction.assessment
+    if assessment is None:
+        raise InvalidInput(
+            f"strict needs out-of-distribution flagging, which is off for model "
+            f"{prediction.served.name!r}: {prediction.no_assessment}",
+            code="strict_unavailable",
+        )
+    flagged = assessment.flagged()
+    if flagged:
+        first = flagged[0]
+        details = [
+            {"image": i, "reasons": assessment.reasons(i)} for i in flagged[: inputs.MAX_PROBLEMS]
+        ]
+        raise InvalidInput(
+            f"image {first} is unlike the images the model was trained on: "
+            f"{'; '.join(assessment.reasons(first))} (strict)",
+            code="out_of_distribution",
+            details=details,
+        )
 
 
 def json_ready(prediction: Prediction) -> dict[str, Any]:
@@ -251,4 +318,13 @@ def json_ready(prediction: Prediction) -> dict[str, Any]:
                 entry["top_k"] = [
                     {"label": i, "class_name": names[i], "probability": row[i]} for i in idx
                 ]
+    assessment = prediction.assessment
+    if assessment is None:
+        for entry in predictions:
+            entry["ood"] = None
+    else:
+        scores, flags = assessment.scores(), assessment.flags()
+        for index, (entry, score, flag) in enumerate(zip(predictions, scores, flags, strict=True)):
+            reasons = assessment.reasons(index) if flag else []
+            entry["ood"] = {"score": score, "flag": flag, "reasons": reasons}
     return {"model": served.name, "version": served.version, "predictions": predictions}

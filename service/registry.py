@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from service.errors import InvalidInput, NotFound, ServiceUnavailable
 from service.modelstore import ModelStore, StoreError, check_name, check_version
+from service.trust import Detector, detector_for
 from trainer.artifacts import Artifact, ArtifactError
 from trainer.contract import Kind
 from trainer.timestamps import utc_now_iso
@@ -47,13 +48,16 @@ class Served:
     weights: NDArray[np.float32]
     bias: NDArray[np.float32]
     class_names: tuple[str, ...]
+    detector: Detector | None  # None: no out-of-distribution flagging, for ``no_detector``
+    no_detector: str | None
 
     @classmethod
     def now(cls, name: str, artifact: Artifact, stamp: Hashable | None = None) -> Served:
         """``artifact`` served as ``name`` from now on."""
         a = artifact
+        detector, why = detector_for(a.meta, a.weights)
         return cls(name, a, stamp, utc_now_iso(), a.kind, a.version, a.weights, a.bias,
-                   a.class_names)  # fmt: skip
+                   a.class_names, detector, why)  # fmt: skip
 
 
 class Registry:

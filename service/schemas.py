@@ -29,6 +29,7 @@ from trainer.contract import Kind
 
 __all__ = [
     "ActivateRequest",
+    "DriftFigures",
     "ErrorResponse",
     "Job",
     "JobList",
@@ -93,6 +94,23 @@ class TopK(_Reply):
     probability: float
 
 
+class OodAssessment(_Reply):
+    score: float = Field(
+        description="how far from typical: above 1 exactly when flagged, under 0.4 for half the "
+        "test set (docs/trust.md)"
+    )
+    flag: bool = Field(description="unlike the training data: do not trust this answer")
+    reasons: list[str] = Field(description="why it is flagged, in words (empty if it is not)")
+
+
+class OodStatus(_Reply):
+    enabled: bool = Field(description="whether this version's answers are assessed")
+    expected_rate: float | None = Field(
+        description="the share of images like the training data that are flagged anyway"
+    )
+    reason: str | None = Field(description="why answers are not assessed, if they are not")
+
+
 class Prediction(_Reply):
     label: int = Field(examples=[9])
     class_name: str = Field(examples=["Ankle boot"])
@@ -103,6 +121,9 @@ class Prediction(_Reply):
         None, description="binary models: probability of the positive class"
     )
     top_k: list[TopK] | None = Field(None, description="with ?top_k=k: the k likeliest classes")
+    ood: OodAssessment | None = Field(
+        None, description="how unlike the training data the image is (null: not assessed)"
+    )
 
 
 class PredictResponse(_Reply):
@@ -141,6 +162,7 @@ class ModelSummary(_Reply):
     metrics: dict[str, Figures] = Field(description="split (train, validation, test) -> figures")
     loaded_at: str = Field(description="when this worker loaded the version")
     problem: str | None = Field(description="why a newer file is not served, if one is not")
+    ood: OodStatus = Field(description="out-of-distribution flagging of this version")
 
 
 class ModelList(_Reply):
@@ -289,8 +311,41 @@ class JobMetrics(_Reply):
     running: list[RunningJob]
 
 
+class DriftFigures(_Reply):
+    """A model version's traffic over the sliding window against its training data
+    (docs/trust.md#drift). Figures without data, or without the artifact's reference, are
+    null."""
+
+    model_config = _shown(examples.DRIFT)
+
+    version: str = Field(description="the model version the window is of (the active one)")
+    window_seconds: float = Field(description="the window's length (SOFTSERVE_DRIFT_WINDOW)")
+    workers: int = Field(description="workers whose images the window holds")
+    images: int = Field(description="images answered in the window")
+    assessed: int = Field(description="of them, images the OOD assessment looked at")
+    flagged: int = Field(description="of those, images it flagged")
+    flag_rate: float | None = Field(description="flagged / assessed")
+    expected_flag_rate: float | None = Field(description="the artifact's chosen false-alarm rate")
+    flag_ratio: float | None = Field(description="flag_rate / expected_flag_rate")
+    alert: bool = Field(
+        description="flag_ratio is above SOFTSERVE_DRIFT_ALERT_FACTOR over at least 200 images"
+    )
+    mean_intensity: float | None = Field(description="mean pixel, 0..1")
+    training_intensity: float | None = Field(description="the training images' mean pixel")
+    class_shares: dict[str, float] | None = Field(description="each predicted class's share")
+    training_prior: dict[str, float] | None = Field(description="each class's share in training")
+    psi: float | None = Field(
+        description="population stability index of class_shares against training_prior"
+    )
+    mean_top_probability: float | None = Field(description="mean probability of the top class")
+
+
 class MetricsReport(_Reply):
     model_config = _shown(examples.METRICS)
 
     models: dict[str, ModelMetrics]
     jobs: JobMetrics
+    drift: dict[str, DriftFigures] = Field(
+        description="per model, its active version's drift figures; empty when "
+        "SOFTSERVE_DRIFT_WINDOW is 0"
+    )

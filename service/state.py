@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -32,6 +33,11 @@ class AppState:
     # set when SIGTERM/SIGINT arrives, before uvicorn waits for open connections: event streams
     # end and readiness fails, so a rolling restart drains quickly
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def drift_report(self) -> dict[str, dict[str, Any]]:
+        """Each model's drift figures (service.drift); empty when they are off."""
+        drift = self.predictor.drift
+        return drift.report(self.registry.models) if drift is not None else {}
 
 
 def get_state(request: Request) -> AppState:

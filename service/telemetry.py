@@ -32,6 +32,7 @@ class Telemetry:
         models: Callable[[], Mapping[str, Served]],
         job_counts: Callable[[], Mapping[str, int]],
         multiprocess_dir: Path | None = None,
+        drift: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
     ) -> None:
         """With ``multiprocess_dir`` (prometheus-client's multiprocess mode, which the
         PROMETHEUS_MULTIPROC_DIR environment variable must have switched on before the import),
@@ -79,6 +80,7 @@ class Telemetry:
                 self.registry, path=str(multiprocess_dir)
             )
         self.registry.register(_StateCollector(models, job_counts))
+        self.registry.register(_DriftCollector(drift))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -141,3 +143,43 @@ class _StateCollector(Collector):
         for state, count in sorted(self._job_counts().items()):
             jobs.add_metric([state], count)
         yield from (loss, acc, binary, jobs)
+
+
+# Each drift figure in Prometheus: (name, help, key in the figures).
+_DRIFT_GAUGES = (
+    ("softserve_drift_images", "Images answered in the drift window", "images"),
+    ("softserve_drift_flag_rate", "Out-of-distribution flag rate in the drift window",
+     "flag_rate"),
+    ("softserve_drift_expected_flag_rate", "The artifact's expected flag rate",
+     "expected_flag_rate"),
+    ("softserve_drift_flag_ratio", "Flag rate / expected flag rate in the drift window",
+     "flag_ratio"),
+    ("softserve_drift_alert", "1 while the flag ratio is past SOFTSERVE_DRIFT_ALERT_FACTOR",
+     "alert"),
+    ("softserve_drift_mean_intensity", "Mean pixel (0..1) in the drift window", "mean_intensity"),
+    ("softserve_drift_training_intensity", "Mean pixel (0..1) of the training images",
+     "training_intensity"),
+    ("softserve_drift_class_psi", "Population stability index of the predicted classes "
+     "against the training prior", "psi"),
+    ("softserve_drift_mean_top_probability", "Mean top-class probability in the drift window",
+     "mean_top_probability"),
+)  # fmt: skip
+
+
+class _DriftCollector(Collector):
+    """The drift window's figures (service.drift), merged over the workers at scrape time."""
+
+    def __init__(self, figures: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        self._figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        figures = self._figures()
+        for name, text, key in _DRIFT_GAUGES:
+            gauge = GaugeMetricFamily(name, text, labels=["model", "version"])
+            for model, values in sorted(figures.items()):
+                if (value := values.get(key)) is not None:
+                    gauge.add_metric([model, values["version"]], float(value))
+            yield gauge

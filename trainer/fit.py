@@ -21,6 +21,7 @@ from trainer.config import TrainConfig
 from trainer.errors import TrainerError, TrainingError
 from trainer.linear import fold_standardization, logits, loss_and_grad, pixels_to_features
 from trainer.metrics import evaluate
+from trainer.ood import OodStats, fit_ood
 from trainer.optim import Stepper, schedule_factor
 
 __all__ = [
@@ -91,6 +92,9 @@ class FitResult:
     n_validation: int
     seconds: float
     calibration: Calibration | None = None  # fitted on the validation split, if there was one
+    ood: OodStats | None = (
+        None  # fitted on the selection run's rows, if there was a validation split
+    )
 
 
 def split_validation(
@@ -136,7 +140,14 @@ def fit(
     run = _Run(config, X, targets, evals, shift, n_outputs, rng, progress, should_stop)
     W, b, history, best = run.train("select", train_idx, config.epochs, keep_best=len(val_idx) > 0)
     calibration = None
-    if len(val_idx) and config.calibrate:  # before the refit fits on these rows too
+    # Both before the refit fits on the validation rows too.
+    ood = None
+    if len(val_idx):
+        ood = fit_ood(
+            images[train_idx], images[val_idx],
+            labels=targets[train_idx], n_classes=max(n_outputs, 2),
+        )  # fmt: skip
+    if len(val_idx) and config.calibrate:
         X_val, y_val = run.evals["validation"]
         calibration = fit_temperature(config.model, logits(W, b, X_val), y_val)
     fit_rows = train_idx
@@ -160,7 +171,7 @@ def fit(
     weights, bias = fold_standardization(W, b, mean, scale)
     return FitResult(
         weights, bias, tuple(history), metrics, best, len(fit_rows), len(val_idx),
-        time.perf_counter() - started, calibration,
+        time.perf_counter() - started, calibration, ood,
     )  # fmt: skip
 
 

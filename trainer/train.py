@@ -65,6 +65,7 @@ def train_model(
         extra={
             "environment": _environment(),
             **({"calibration": result.calibration.to_meta()} if result.calibration else {}),
+            **({"ood": result.ood.to_meta()} if result.ood else {}),
         },
     )
     return artifact, result

@@ -67,4 +67,5 @@ def _report(state: AppState) -> dict[str, Any]:
         {"job_id": j.id, "model": j.model, "progress": j.progress, "latest": j.latest}
         for j in state.jobs.list(limit=1000, status="running")
     ]
-    return {"models": models, "jobs": {"counts": state.jobs.counts(), "running": running}}
+    jobs = {"counts": state.jobs.counts(), "running": running}
+    return {"models": models, "jobs": jobs, "drift": state.drift_report()}

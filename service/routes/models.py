@@ -7,11 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from service import trust
 from service.auth import TOKEN, TokenFirstRoute
+from service.errors import Conflict
 from service.modelstore import ModelStore, StoreError
 from service.openapi import errors, link
 from service.registry import Served, problem_of
-from service.schemas import ActivateRequest, ModelDetail, ModelList, ModelSummary, Versions
+from service.schemas import (
+    ActivateRequest,
+    DriftFigures,
+    ErrorResponse,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    Versions,
+)
 from service.state import get_state
 from trainer import artifacts
 from trainer.artifacts import ArtifactError
@@ -34,13 +44,14 @@ def _activate(version: str) -> dict[str, Any]:
     )
 
 
-def summary(served: Served, problem: str | None) -> dict[str, Any]:
+def summary(served: Served, problem: str | None, assess: bool) -> dict[str, Any]:
     """A `ModelSummary`: what a listing shows of a served model."""
     return {
         "name": served.name,
         **artifacts.describe(served.artifact),
         "loaded_at": served.loaded_at,
         "problem": problem,
+        "ood": trust.status(served.detector, served.no_detector, assess),
     }
 
 
@@ -57,8 +68,11 @@ def summary(served: Served, problem: str | None) -> dict[str, Any]:
     },
 )
 async def list_models(request: Request) -> dict[str, Any]:
-    registry = get_state(request).registry
-    models = [summary(s, registry.problems.get(n)) for n, s in sorted(registry.models.items())]
+    state = get_state(request)
+    registry, assess = state.registry, state.predictor.assess
+    models = [
+        summary(s, registry.problems.get(n), assess) for n, s in sorted(registry.models.items())
+    ]
     return {"models": models, "not_loaded": registry.not_loaded()}
 
 
@@ -69,14 +83,35 @@ async def list_models(request: Request) -> dict[str, Any]:
     responses={**_ERRORS, 200: {"links": _MODEL_LINKS}},
 )
 async def get_model(request: Request, name: str) -> dict[str, Any]:
-    registry = get_state(request).registry
-    served = registry.get(name)
+    state = get_state(request)
+    served = state.registry.get(name)
+    meta = served.artifact.meta
+    block = meta.get("ood")
     return {
         "name": name,
-        **served.artifact.meta,
+        **meta,
+        "ood": trust.status(served.detector, served.no_detector, state.predictor.assess, block),
         "loaded_at": served.loaded_at,
-        "problem": registry.problems.get(name),
+        "problem": state.registry.problems.get(name),
     }
+
+
+@router.get(
+    "/{name}/drift",
+    summary="The active version's traffic over the drift window against its training data",
+    response_model=DriftFigures,
+    responses={**_ERRORS, 409: {"model": ErrorResponse, "description": "Drift figures are off"}},
+)
+async def get_drift(request: Request, name: str) -> dict[str, Any]:
+    """The flag rate against the expected rate, the mean intensity, the predicted classes
+    against the training prior (PSI) and the mean top probability, over the last
+    SOFTSERVE_DRIFT_WINDOW seconds of every worker (docs/trust.md#drift)."""
+    state = get_state(request)
+    served = state.registry.get(name)
+    drift = state.predictor.drift
+    if drift is None:
+        raise Conflict("drift figures are off (SOFTSERVE_DRIFT_WINDOW=0)", code="drift_off")
+    return await run_in_threadpool(drift.figures, served)
 
 
 @router.get(
@@ -152,4 +187,4 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
 async def activate(request: Request, name: str, body: ActivateRequest) -> dict[str, Any]:
     registry = get_state(request).registry
     served = await run_in_threadpool(registry.activate, name, body.version)
-    return summary(served, registry.problems.get(name))
+    return summary(served, registry.problems.get(name), get_state(request).predictor.assess)

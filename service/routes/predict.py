@@ -26,6 +26,7 @@ from service.modelstore import StoreError, check_version
 from service.openapi import predict_docs
 from service.predicting import (
     MAX_TOP_K,
+    NOTHING_DECLARED,
     RAW,
     Body,
     Limits,
@@ -42,6 +43,9 @@ __all__ = ["FAST_ROUTES", "parse_request", "reply", "router"]
 router = APIRouter(tags=["predict"])
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+# a raw answer's flagged images, neighbours as ranges: "0,3-5" (empty: none)
+OOD_FLAGGED = b"x-softserve-ood-flagged"
 
 
 def parse_request(query: bytes | str, accept: str | None, *, named: str | None) -> PredictRequest:
@@ -52,7 +56,7 @@ def parse_request(query: bytes | str, accept: str | None, *, named: str | None) 
     if not query:
         return PredictRequest(named, None, None, raw)
     text = query.decode("latin-1") if isinstance(query, bytes) else query
-    model, version, top_k, unit = named, None, None, False
+    model, version, top_k, unit, strict = named, None, None, False, False
     for key, value in parse_qsl(text, keep_blank_values=True):
         if key == "model" and named is None:
             model = value
@@ -76,15 +80,20 @@ def parse_request(query: bytes | str, accept: str | None, *, named: str | None) 
                     code="invalid_parameter",
                 )
             unit = True
+        elif key == "strict":
+            if value not in _BOOLEANS:
+                raise InvalidInput(
+                    f"strict must be true or false, got {value[:40]!r}", code="invalid_parameter"
+                )
+            strict = _BOOLEANS[value]
         else:
-            allowed = (
-                "version, top_k, scale" if named is not None else "model, version, top_k, scale"
-            )
+            allowed = "version, top_k, scale, strict"
+            allowed = allowed if named is not None else f"model, {allowed}"
             raise InvalidInput(
                 f"unknown query parameter {key[:40]!r}: expected {allowed}",
                 code="invalid_parameter",
             )
-    return PredictRequest(model, version, top_k, raw, unit)
+    return PredictRequest(model, version, top_k, raw, unit, strict)
 
 
 def reply(prediction: Prediction, raw: bool) -> Reply:
@@ -103,6 +112,8 @@ def reply(prediction: Prediction, raw: bool) -> Reply:
         (b"x-softserve-shape", f"{table.shape[0]},{table.shape[1]}".encode()),
         (b"x-softserve-dtype", b"<f4"),
     ]
+    if prediction.assessment is not None:
+        headers.append((OOD_FLAGGED, prediction.assessment.flagged_ranges().encode()))
     return Reply(headers, table.tobytes(), what)
 
 
@@ -151,7 +162,7 @@ async def _predict(request: Request, name: str | None) -> Response:
 class _Multipart:
     """Multipart uploads of PNG or JPEG files, one image each (the payload of a form)."""
 
-    unit = False
+    declared = NOTHING_DECLARED
 
     def __init__(self, request: Request) -> None:
         self.request = request

@@ -21,7 +21,9 @@ from service.fastpath import FastRequest, FastRoute, Reply
 from service.openapi import body_schema, v2_errors
 from service.predicting import (
     JSON,
+    NOTHING_DECLARED,
     RAW,
+    Declared,
     Limits,
     Predictor,
     PredictRequest,
@@ -114,12 +116,18 @@ async def _metadata(request: Request, name: str, version: str | None) -> dict[st
     kept = set(await run_in_threadpool(state.models.versions, name))
     kept |= {served.version, state.registry.get(name).version}
     classes = served.weights.shape[1]  # binary: 1, the positive class
+    outputs = [{"name": tensors.OUTPUT, "datatype": "FP32", "shape": [-1, classes]}]
+    if served.detector is not None and state.predictor.assess:
+        outputs += [
+            {"name": tensors.OOD_SCORE, "datatype": "FP32", "shape": [-1, 1]},
+            {"name": tensors.OOD_FLAG, "datatype": "BOOL", "shape": [-1, 1]},
+        ]
     return {
         "name": served.name,
         "versions": sorted(kept, reverse=True),
         "platform": PLATFORM,
         "inputs": [{"name": tensors.INPUT, "datatype": "UINT8", "shape": [-1, N_FEATURES]}],
-        "outputs": [{"name": tensors.OUTPUT, "datatype": "FP32", "shape": [-1, classes]}],
+        "outputs": outputs,
     }
 
 
@@ -137,8 +145,8 @@ class _Tensors:
         self.parsed: tensors.InferRequest | None = None
 
     @property
-    def unit(self) -> bool:
-        return self.parsed is not None and self.parsed.unit
+    def declared(self) -> Declared:
+        return self.parsed.declared if self.parsed is not None else NOTHING_DECLARED
 
     async def pixels(self, limits: Limits) -> inputs.Pixels:
         body = await self.request.body()

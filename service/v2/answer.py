@@ -3,7 +3,9 @@ binary data of the outputs that asked for it, compressed when the client accepts
 
 Outputs: ``probabilities``, FP32 [N, K] (K = 1 for a binary model: the positive class), or with
 ``parameters.classification: k`` BYTES [N, k] of ``"value:index:label"``, likeliest first, as
-Triton's classification extension writes them.
+Triton's classification extension writes them; and the out-of-distribution assessment
+(`service.trust`), when the images were assessed: ``ood_score`` FP32 [N, 1] and ``ood_flag``
+BOOL [N, 1]. A request that names no output gets all of them.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
+from service.errors import InvalidInput
 from service.fastpath import Reply
 from service.predicting import JSON, RAW, Prediction
 from service.v2 import encoding
-from service.v2.tensors import InferRequest, Output
+from service.v2.tensors import OOD_SCORE, OUTPUT, OUTPUTS, InferRequest, Output
 
 __all__ = ["HEADER_LENGTH", "render"]
 
@@ -30,7 +34,7 @@ def render(prediction: Prediction, request: InferRequest, accept_encoding: str |
     served = prediction.served
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for output in request.outputs:
+    for output in request.outputs or _every_output(prediction, request.binary_output):
         tensor, blob = _output(prediction, output)
         outputs.append(tensor)
         if blob is not None:
@@ -52,8 +56,17 @@ def render(prediction: Prediction, request: InferRequest, accept_encoding: str |
     return Reply(headers, body, (served.name, served.version, len(prediction)))
 
 
+def _every_output(prediction: Prediction, binary: bool) -> tuple[Output, ...]:
+    """What a request that names no output gets: the probabilities, and the assessment when the
+    images were assessed."""
+    names = OUTPUTS if prediction.assessment is not None else (OUTPUT,)
+    return tuple(Output(name, binary) for name in names)
+
+
 def _output(prediction: Prediction, output: Output) -> tuple[dict[str, Any], bytes | None]:
     n = len(prediction)
+    if output.name != OUTPUT:
+        return _assessed(prediction, output)
     if output.classification is None:
         table = prediction.proba.reshape(n, -1)
         tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": table.shape}
@@ -71,6 +84,29 @@ def _output(prediction: Prediction, output: Output) -> tuple[dict[str, Any], byt
         tensor["parameters"] = {"binary_data_size": len(data)}
         return tensor, data
     tensor["data"] = labels
+    return tensor, None
+
+
+def _assessed(prediction: Prediction, output: Output) -> tuple[dict[str, Any], bytes | None]:
+    """``ood_score`` FP32 [N, 1] or ``ood_flag`` BOOL [N, 1]: 422 if not assessed."""
+    assessment = prediction.assessment
+    if assessment is None:
+        raise InvalidInput(
+            f"output {output.name!r} is not available for model {prediction.served.name!r}: "
+            f"{prediction.no_assessment}",
+            code="invalid_output",
+        )
+    if output.name == OOD_SCORE:
+        values: NDArray[Any] = assessment.score_array().astype("<f4").reshape(-1, 1)
+        datatype = "FP32"
+    else:
+        values, datatype = assessment.flag_array().reshape(-1, 1), "BOOL"
+    tensor: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": values.shape}
+    if output.binary:
+        data = np.ascontiguousarray(values).tobytes()  # BOOL: one byte each
+        tensor["parameters"] = {"binary_data_size": len(data)}
+        return tensor, data
+    tensor["data"] = values.reshape(-1)
     return tensor, None
 
 

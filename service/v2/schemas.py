@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import examples
-from service.v2.tensors import DATATYPES, INPUT, OUTPUT, SHAPES
+from service.v2.tensors import DATATYPES, INPUT, OUTPUT, OUTPUTS, SHAPES
 
 __all__ = [
     "V2Error",
@@ -100,7 +100,10 @@ class V2RequestInput(BaseModel):
 
 class V2RequestOutput(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(description=f"{OUTPUT!r}", examples=[OUTPUT])
+    name: str = Field(
+        description=f"one of {', '.join(OUTPUTS)} (the last two when the model is assessed)",
+        examples=[OUTPUT],
+    )
     parameters: dict[str, Any] | None = Field(
         None,
         description="binary_data: true for binary data; classification: k for the k likeliest "
@@ -112,7 +115,10 @@ class V2InferenceRequest(BaseModel):
     model_config = _shown(examples.V2_REQUEST, extra=True)
     id: str | None = Field(None, description="echoed in the response")
     parameters: dict[str, Any] | None = Field(
-        None, description="binary_data_output: true for every output as binary data"
+        None,
+        description='binary_data_output: true for every output as binary data; scale: "unit" '
+        "for pixels scaled to 0..1; strict: true to refuse images flagged as unlike the "
+        "training data",
     )
     inputs: list[V2RequestInput] = Field(min_length=1, max_length=1)
     outputs: list[V2RequestOutput] | None = None

@@ -17,14 +17,17 @@ import numpy as np
 from service import inputs
 from service.errors import BadRequest, InvalidInput
 from service.pixels import check_values
-from service.predicting import Limits
+from service.predicting import NOTHING_DECLARED, Declared, Limits
 from trainer.contract import IMAGE_SHAPE, N_FEATURES
 from trainer.jsontypes import json_type
 
 __all__ = [
     "DATATYPES",
     "INPUT",
+    "OOD_FLAG",
+    "OOD_SCORE",
     "OUTPUT",
+    "OUTPUTS",
     "SHAPES",
     "InferRequest",
     "Output",
@@ -34,6 +37,8 @@ __all__ = [
 
 INPUT = "pixels"
 OUTPUT = "probabilities"
+OOD_SCORE, OOD_FLAG = "ood_score", "ood_flag"  # the assessment (service.trust), when assessed
+OUTPUTS = (OUTPUT, OOD_SCORE, OOD_FLAG)
 # The datatypes a pixel tensor may have, as little-endian NumPy dtypes: integers and floats whose
 # values lie within 0..255. BOOL, BYTES and BF16 are refused.
 DATATYPES = {
@@ -56,9 +61,10 @@ class Output(NamedTuple):
 
 class InferRequest(NamedTuple):
     id: str | None
-    outputs: tuple[Output, ...]  # as requested, in order; the default when none are named
+    outputs: tuple[Output, ...]  # as requested, in order; empty: every output the model has
     pixels: inputs.Pixels  # (N, 784), values checked
-    unit: bool = False  # the request parameter "scale": "unit": pixels scaled to 0..1
+    declared: Declared = NOTHING_DECLARED  # the request parameters "scale" and "strict"
+    binary_output: bool = False  # every output as binary data, unless it says otherwise
 
 
 def split(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
@@ -108,8 +114,10 @@ def parse(header: bytes, binary: bytes | memoryview, limits: Limits) -> InferReq
     # has any (as /predict does), which an all-numbers request's does not.
     booleans = b"true" in header or b"false" in header
     pixels = _tensor(tensors[0], binary, limits, booleans=booleans)
+    strict = _flag(parameters.get("strict", False), "strict")
     outputs = _outputs(doc.get("outputs"), binary_output)
-    return InferRequest(request_id, outputs, pixels, scale == "unit")
+    declared = Declared(scale == "unit", strict)
+    return InferRequest(request_id, outputs, pixels, declared, binary_output)
 
 
 def _json(header: bytes, *, binary_follows: bool) -> dict[str, Any]:
@@ -137,21 +145,24 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
-def _named(item: Any, role: str, expected: str) -> dict[str, Any]:
-    """An input or a requested output: an object named ``expected``, the model's one ``role``."""
+def _named(item: Any, role: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """An input or a requested output: an object named one of ``names``."""
     if not isinstance(item, dict):
         raise InvalidInput(f"{role} must be an object, got {json_type(item)}")
     name = item.get("name")
-    if name != expected:
+    if name not in names:
         got = repr(name[:40]) if isinstance(name, str) else json_type(name)
-        raise InvalidInput(f"unknown {role} {got}: this model has one {role}, {expected!r}")
+        known = f"one {role}, {names[0]!r}" if len(names) == 1 else (
+            f"the {role}s {', '.join(map(repr, names))}"
+        )  # fmt: skip
+        raise InvalidInput(f"unknown {role} {got}: this model has {known}")
     return item
 
 
 def _tensor(
     item: Any, binary: bytes | memoryview, limits: Limits, *, booleans: bool
 ) -> inputs.Pixels:
-    tensor = _named(item, "input", INPUT)
+    tensor = _named(item, "input", (INPUT,))
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         got = repr(datatype[:20]) if isinstance(datatype, str) else json_type(datatype)
@@ -264,13 +275,14 @@ def _holds_boolean(data: list[Any]) -> bool:
 
 def _outputs(requested: Any, binary_output: bool) -> tuple[Output, ...]:
     if requested is None:
-        return (Output(OUTPUT, binary_output),)
+        return ()
     if not isinstance(requested, list) or not requested:
         raise InvalidInput(f"'outputs' must be a non-empty array, got {json_type(requested)}")
     outputs = []
     for item in requested:
-        output = _named(item, "output", OUTPUT)
-        parameters = _object(output.get("parameters"), f"output {OUTPUT!r}'s 'parameters'")
+        output = _named(item, "output", OUTPUTS)
+        name = output["name"]
+        parameters = _object(output.get("parameters"), f"output {name!r}'s 'parameters'")
         binary = _flag(parameters.get("binary_data", binary_output), "binary_data")
         k = parameters.get("classification")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -279,5 +291,10 @@ def _outputs(requested: Any, binary_output: bool) -> tuple[Output, ...]:
                 f"{json_type(k)}",
                 code="invalid_parameter",
             )
-        outputs.append(Output(OUTPUT, binary, k))
+        if k is not None and name != OUTPUT:
+            raise InvalidInput(
+                f"parameter 'classification' applies to {OUTPUT!r}, not {name!r}",
+                code="invalid_parameter",
+            )
+        outputs.append(Output(name, binary, k))
     return tuple(outputs)

@@ -186,7 +186,16 @@ def test_a_model_shows_all_its_metadata(
     body = response.json()
     meta = shipped[name].meta
     for key, value in meta.items():  # everything the artifact says about itself
-        assert body[key] == value, key
+        if key != "ood":
+            assert body[key] == value, key
+    # the out-of-distribution block: its figures and whether it is in use, not its arrays
+    arrays = {"mean", "components", "variances"}
+    assert {k: v for k, v in meta["ood"].items() if k not in arrays} == {
+        k: v for k, v in body["ood"].items() if k not in ("enabled", "expected_rate", "reason")
+    }
+    assert (body["ood"]["enabled"], body["ood"]["reason"]) == (True, None)
+    assert body["ood"]["expected_rate"] == meta["ood"]["rate"] == 0.005
+    assert len(response.content) < 50_000  # the arrays stay out
     assert body["name"] == name
     assert body["problem"] is None
     assert "weights" not in body and "bias" not in body

@@ -30,6 +30,7 @@ TYPED = {
             POST /models/{name}/predict PredictResponse
             GET /models ModelList
             GET /models/{name} ModelDetail
+            GET /models/{name}/drift DriftFigures
             GET /models/{name}/versions Versions
             POST /models/{name}/activate ModelSummary
             POST /train Job

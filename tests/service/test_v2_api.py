@@ -135,7 +135,8 @@ HOSTILE = [
      422, "expected one input tensor, 'pixels', got 2"),
     ("no inputs", {"json": {"inputs": []}}, 422, "'inputs' must be an array holding one tensor"),
     ("an unknown output", {"json": one(outputs=[{"name": "logits"}])}, 422,
-     "unknown output 'logits': this model has one output, 'probabilities'"),
+     "unknown output 'logits': this model has the outputs 'probabilities', 'ood_score', "
+     "'ood_flag'"),
     ("classification of 0",
      {"json": one(outputs=[{"name": "probabilities", "parameters": {"classification": 0}}])},
      422, "parameter 'classification' must be a whole number of at least 1"),

@@ -100,9 +100,17 @@ def test_health_and_metadata(client: triton.InferenceServerClient, kept: Artifac
     assert meta["name"] == "softmax"
     assert kept.version in meta["versions"]
     assert meta["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, 784]}]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    ood = [{"name": "ood_score", "datatype": "FP32", "shape": [-1, 1]},
+           {"name": "ood_flag", "datatype": "BOOL", "shape": [-1, 1]}]  # fmt: skip
+    assert meta["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        *ood,
+    ]
     binary = client.get_model_metadata("binary")
-    assert binary["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 1]}]
+    assert binary["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 1]},
+        *ood,
+    ]
     assert client.get_model_metadata("softmax", model_version=kept.version)["name"] == "softmax"
 
 

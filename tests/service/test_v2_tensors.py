@@ -54,9 +54,13 @@ def test_whole_floats_are_accepted_for_integer_types() -> None:
 
 def test_the_outputs_asked_for() -> None:
     doc = tensor([1, 784], data=[0] * 784)
-    assert parse(doc).outputs == (tensors.Output("probabilities", False),)
-    assert parse(doc | {"parameters": {"binary_data_output": True}}).outputs == (
-        tensors.Output("probabilities", True),
+    assert parse(doc).outputs == ()  # every output the model has
+    assert parse(doc).binary_output is False
+    assert parse(doc | {"parameters": {"binary_data_output": True}}).binary_output is True
+    named = parse(doc | {"outputs": [{"name": "ood_flag"}, {"name": "probabilities"}]})
+    assert named.outputs == (
+        tensors.Output("ood_flag", False),
+        tensors.Output("probabilities", False),
     )
     wanted = [{"name": "probabilities", "parameters": {"classification": 2, "binary_data": True}}]
     request = parse(doc | {"outputs": wanted, "id": "x"})
