@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import __version__
+from service import __version__, console, docs_offline
 from service.config import Settings
 from service.drift import Drift
 from service.edge import EdgeMiddleware, Observer
@@ -35,9 +35,10 @@ from service.modelstore import StoreError
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Limits, Predictor
 from service.registry import Registry
-from service.routes import health, metrics, models, predict, train, v2
+from service.routes import datasets, health, metrics, models, predict, train, v2
 from service.state import AppState
 from service.telemetry import Telemetry
+from service.testset import TestSet
 
 __all__ = ["FAST_ROUTES", "SoftserveApp", "app", "create_app"]
 
@@ -99,11 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # OpenTelemetry off: checking whether it is configured costs ~13 us on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # docs_offline.install serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     for router in (health.router, predict.router, models.router, train.router, metrics.router,
-                   v2.router):  # fmt: skip
+                   v2.router, datasets.router, console.router):  # fmt: skip
         app.include_router(router)
     add_error_handlers(app)
+    docs_offline.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -248,7 +252,8 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         __version__, os.getpid(), served or "no model", settings.model_dir.resolve(),
         settings.job_store_dir.resolve(),
     )  # fmt: skip
-    return AppState(settings, store, registry, predictor, jobs, runner, telemetry)
+    testset = TestSet(settings.data_dir)
+    return AppState(settings, store, registry, predictor, jobs, runner, telemetry, testset)
 
 
 def _notice_shutdown(stopping: asyncio.Event) -> Callable[[], None]:

@@ -102,6 +102,21 @@ JOB: dict[str, Any] = {
     "request_id": "5f0c2a9e41b7-17",
 }  # fmt: skip
 JOBS: dict[str, Any] = {"jobs": [JOB]}
+TEST_IMAGE: dict[str, Any] = {
+    "index": 0,
+    "pixels": PIXELS,
+    "label": 9,
+    "class_name": "Ankle boot",
+    "dataset": "fashion-mnist",
+}
+CONFUSION: dict[str, Any] = {
+    "model": "binary",
+    "version": VERSION,
+    "split": "test",
+    "class_names": ["not Shirt", "Shirt"],
+    "matrix": [[8870, 130], [655, 345]],
+    "accuracy": 0.9215,
+}
 DRIFT: dict[str, Any] = {
     "version": VERSION,
     "window_seconds": 300.0,
@@ -136,6 +151,17 @@ METRICS: dict[str, Any] = {
         "running": [{key: JOB[key] for key in ("job_id", "model", "progress", "latest")}],
     },
     "drift": {"softmax": DRIFT},
+    "requests": [
+        {
+            "route": "/predict",
+            "method": "POST",
+            "count": 1200,
+            "by_status": {"2xx": 1198, "4xx": 2},
+            "p50_ms": 0.61,
+            "p90_ms": 0.93,
+            "p99_ms": 2.4,
+        }
+    ],
 }
 V2_SERVER: dict[str, Any] = {
     "name": "softserve",

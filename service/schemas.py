@@ -29,6 +29,7 @@ from trainer.contract import Kind
 
 __all__ = [
     "ActivateRequest",
+    "Confusion",
     "DriftFigures",
     "ErrorResponse",
     "Job",
@@ -41,6 +42,7 @@ __all__ = [
     "PredictJSON",
     "PredictResponse",
     "Ready",
+    "TestImage",
     "TrainRequest",
     "Versions",
 ]
@@ -311,6 +313,31 @@ class JobMetrics(_Reply):
     running: list[RunningJob]
 
 
+class TestImage(_Reply):
+    """One image of the dataset's test split, with its true class."""
+
+    model_config = _shown(examples.TEST_IMAGE)
+
+    index: int = Field(description="its row in the test split")
+    pixels: list[int] = Field(description="784 intensities 0..255, row-major")
+    label: int = Field(description="its true class")
+    class_name: str
+    dataset: str = Field(description="the dataset's name")
+
+
+class Confusion(_Reply):
+    """A model version's confusion matrix on the dataset's test split."""
+
+    model_config = _shown(examples.CONFUSION)
+
+    model: str
+    version: str
+    split: Literal["test"] = "test"
+    class_names: list[str] = Field(description="the model's outputs (binary: negative, positive)")
+    matrix: list[list[int]] = Field(description="counts: row = true class, column = predicted")
+    accuracy: float
+
+
 class DriftFigures(_Reply):
     """A model version's traffic over the sliding window against its training data
     (docs/trust.md#drift). Figures without data, or without the artifact's reference, are
@@ -340,11 +367,25 @@ class DriftFigures(_Reply):
     mean_top_probability: float | None = Field(description="mean probability of the top class")
 
 
+class RequestStats(_Reply):
+    route: str = Field(description="the route's path template")
+    method: str
+    count: int = Field(description="requests since the service started, over every worker")
+    by_status: dict[str, int] = Field(description="requests per status class: 2xx, 4xx, ...")
+    p50_ms: float | None = Field(description="latency percentiles, from the histogram's buckets")
+    p90_ms: float | None
+    p99_ms: float | None
+
+
 class MetricsReport(_Reply):
     model_config = _shown(examples.METRICS)
 
     models: dict[str, ModelMetrics]
     jobs: JobMetrics
+    requests: list[RequestStats] = Field(
+        description="per route: counts by status class and latency percentiles (rates: the "
+        "change in count between two reads)"
+    )
     drift: dict[str, DriftFigures] = Field(
         description="per model, its active version's drift figures; empty when "
         "SOFTSERVE_DRIFT_WINDOW is 0"

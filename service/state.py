@@ -17,6 +17,7 @@ from service.modelstore import ModelStore
 from service.predicting import Predictor
 from service.registry import Registry
 from service.telemetry import Telemetry
+from service.testset import TestSet
 
 __all__ = ["AppState", "get_state"]
 
@@ -30,6 +31,7 @@ class AppState:
     jobs: JobStore
     runner: JobRunner
     telemetry: Telemetry
+    testset: TestSet
     # set when SIGTERM/SIGINT arrives, before uvicorn waits for open connections: event streams
     # end and readiness fails, so a rolling restart drains quickly
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -92,6 +92,36 @@ class Telemetry:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Per route and method, over every worker since start: the requests by status class
+        and the latency percentiles, interpolated within the histogram's buckets (what the
+        console's Service page shows; Prometheus has the buckets themselves)."""
+        counts: dict[tuple[str, str], dict[str, float]] = {}
+        buckets: dict[tuple[str, str], dict[float, float]] = {}
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                labels = sample.labels
+                if "route" not in labels:
+                    continue
+                key = (labels["route"], labels["method"])
+                if sample.name == "softserve_requests_total":
+                    klass = f"{labels['status'][:1]}xx"
+                    row = counts.setdefault(key, {})
+                    row[klass] = row.get(klass, 0.0) + sample.value
+                elif sample.name == "softserve_request_duration_seconds_bucket":
+                    le = float(labels["le"])
+                    per = buckets.setdefault(key, {})
+                    per[le] = per.get(le, 0.0) + sample.value
+        out = []
+        for (route, method), by_class in sorted(counts.items()):
+            cumulative = sorted(buckets.get((route, method), {}).items())
+            out.append({
+                "route": route, "method": method, "count": int(sum(by_class.values())),
+                "by_status": {k: int(v) for k, v in sorted(by_class.items())},
+                **{f"p{q}_ms": _quantile(cumulative, q / 100) for q in (50, 90, 99)},
+            })  # fmt: skip
+        return out
+
     def log_lines(self, kind: str, outcome: str, n: int = 1) -> None:
         """Count ``n`` log lines of ``kind`` (access, log) that were ``outcome``."""
         self._lines[kind, outcome].inc(n)
@@ -183,3 +213,19 @@ class _DriftCollector(Collector):
                 if (value := values.get(key)) is not None:
                     gauge.add_metric([model, values["version"]], float(value))
             yield gauge
+
+
+def _quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
+    """The ``q`` quantile in ms of a histogram given as sorted (upper bound, cumulative count),
+    linear within its bucket (the last, unbounded bucket answers with its lower bound)."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    rank = q * cumulative[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in cumulative:
+        if count >= rank:
+            if upper == float("inf") or count == below:
+                return round(lower * 1000, 3)
+            return round((lower + (upper - lower) * (rank - below) / (count - below)) * 1000, 3)
+        lower, below = upper, count
+    return round(lower * 1000, 3)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
+
 from trainer.artifacts import Artifact
 from trainer.config import ConfigError
 from trainer.data import Dataset
-from trainer.linear import logits, pixels_to_features
+from trainer.linear import logits, pixels_to_features, predict_labels
 from trainer.metrics import evaluate
 from trainer.tasks import Task, resolve_classes
 
-__all__ = ["evaluate_artifact"]
+__all__ = ["confusion_matrix", "evaluate_artifact"]
 
 
-def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:
-    """Test-set loss and accuracy (binary: and ROC AUC, precision, recall, F1) of ``artifact``.
+def _test_split(
+    artifact: Artifact, dataset: Dataset
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """The test split as ``artifact`` sees it: its scores, and its targets (binary: 0/1).
 
     Raises ``ConfigError`` when the dataset's classes are not the ones the artifact was trained on.
     """
@@ -33,4 +38,19 @@ def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:
         )
     images, targets = task.apply(dataset.test_images, dataset.test_labels)
     scores = logits(artifact.weights, artifact.bias, pixels_to_features(images))
+    return scores, np.asarray(targets, dtype=np.intp)
+
+
+def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:
+    """Test-set loss and accuracy (binary: and ROC AUC, precision, recall, F1) of ``artifact``."""
+    scores, targets = _test_split(artifact, dataset)
     return evaluate(artifact.kind, scores, targets)
+
+
+def confusion_matrix(artifact: Artifact, dataset: Dataset) -> NDArray[np.int64]:
+    """(K, K) test-set counts: row = true class, column = predicted class (binary: K = 2)."""
+    scores, targets = _test_split(artifact, dataset)
+    k = len(artifact.class_names)
+    predicted = predict_labels(artifact.kind, scores)
+    counts = np.bincount(targets * k + predicted, minlength=k * k)
+    return np.asarray(counts.reshape(k, k), dtype=np.int64)

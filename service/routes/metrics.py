@@ -68,4 +68,7 @@ def _report(state: AppState) -> dict[str, Any]:
         for j in state.jobs.list(limit=1000, status="running")
     ]
     jobs = {"counts": state.jobs.counts(), "running": running}
-    return {"models": models, "jobs": jobs, "drift": state.drift_report()}
+    return {
+        "models": models, "jobs": jobs, "drift": state.drift_report(),
+        "requests": state.telemetry.requests(),
+    }  # fmt: skip

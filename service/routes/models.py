@@ -15,6 +15,7 @@ from service.openapi import errors, link
 from service.registry import Served, problem_of
 from service.schemas import (
     ActivateRequest,
+    Confusion,
     DriftFigures,
     ErrorResponse,
     ModelDetail,
@@ -25,6 +26,8 @@ from service.schemas import (
 from service.state import get_state
 from trainer import artifacts
 from trainer.artifacts import ArtifactError
+from trainer.config import ConfigError
+from trainer.evaluate import confusion_matrix
 
 __all__ = ["router"]
 
@@ -112,6 +115,34 @@ async def get_drift(request: Request, name: str) -> dict[str, Any]:
     if drift is None:
         raise Conflict("drift figures are off (SOFTSERVE_DRIFT_WINDOW=0)", code="drift_off")
     return await run_in_threadpool(drift.figures, served)
+
+
+@router.get(
+    "/{name}/confusion",
+    summary="A version's confusion matrix on the dataset's test split",
+    response_model=Confusion,
+    responses={**_ERRORS, 503: {"model": ErrorResponse, "description": "No dataset here"}},
+)
+async def get_confusion(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    """The active version's (or ``?version=``'s) counts of true against predicted class, over
+    the test split of SOFTSERVE_DATA_DIR (computed when asked: about 10 ms for 10,000 images);
+    503, code `dataset_unavailable`, where there is no dataset."""
+    state = get_state(request)
+    served = await state.predictor.model(name, version)
+    dataset = await run_in_threadpool(state.testset.get)
+    try:
+        matrix = await run_in_threadpool(confusion_matrix, served.artifact, dataset)
+    except ConfigError as e:
+        raise Conflict(f"{name} {served.version}: {e}", code="dataset_mismatch") from None
+    total = int(matrix.sum())
+    return {
+        "model": name,
+        "version": served.version,
+        "split": "test",
+        "class_names": list(served.class_names),
+        "matrix": matrix.tolist(),
+        "accuracy": float(matrix.trace()) / total if total else 0.0,
+    }
 
 
 @router.get(

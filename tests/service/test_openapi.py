@@ -31,6 +31,8 @@ TYPED = {
             GET /models ModelList
             GET /models/{name} ModelDetail
             GET /models/{name}/drift DriftFigures
+            GET /models/{name}/confusion Confusion
+            GET /datasets/test/random TestImage
             GET /models/{name}/versions Versions
             POST /models/{name}/activate ModelSummary
             POST /train Job

@@ -1,0 +1,39 @@
+"""GET /datasets/test/random: one image of the test split with its true class, for the console's
+"random test image" (and anyone checking the service against known answers)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.openapi import errors
+from service.schemas import TestImage
+from service.state import get_state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get(
+    "/test/random",
+    summary="A random image of the test split, with its true class",
+    response_model=TestImage,
+    responses=errors({503: "No dataset on this machine"}),
+)
+async def random_test_image(request: Request) -> dict[str, Any]:
+    """Read from SOFTSERVE_DATA_DIR (else where the trainer looks by default); 503, code
+    `dataset_unavailable`, when there is none."""
+    dataset = await run_in_threadpool(get_state(request).testset.get)
+    index = random.randrange(len(dataset.test_labels))
+    label = int(dataset.test_labels[index])
+    return {
+        "index": index,
+        "pixels": dataset.test_images[index].tolist(),
+        "label": label,
+        "class_name": dataset.class_names[label],
+        "dataset": dataset.name,
+    }
