@@ -5,6 +5,7 @@ screenshot of what it saw in its temp folder."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -109,6 +110,12 @@ def eval_json(text: str | None) -> Any:
     return json.loads(text)
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels.reshape(28, 28)).save(out, format="PNG")
+    return out.getvalue()
+
+
 def test_a_drawn_stroke_gets_what_predict_gives_for_the_same_pixels(
     watched: Watched, server: Server, tmp_path: Path
 ) -> None:
@@ -155,6 +162,20 @@ def test_an_uploaded_test_image_shows_its_class(
     expect(p.locator("#truth")).to_contain_text("Test image", timeout=WAIT)
     p.screenshot(path=str(tmp_path / "try-uploaded.png"), full_page=True)
 
+    other = data.test_images[index + 1]
+    drop = p.evaluate_handle(
+        """([bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "drop.png", {type: "image/png"}));
+            return transfer;
+        }""",
+        [list(png_bytes(other))],
+    )
+    p.dispatch_event("#draw", "drop", {"dataTransfer": drop})
+    expect(p.locator("#seen")).to_have_attribute(
+        "data-pixels", json.dumps(other.tolist()).replace(" ", ""), timeout=WAIT
+    )
+
 
 def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
     watched: Watched, server: Server, tmp_path: Path
@@ -178,9 +199,11 @@ def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
 
     p.fill("#f-epochs", "200")
     p.uncheck("#f-force")
-    p.click("#train-form button[type=submit]")
+    p.focus("#f-epochs")
+    p.keyboard.press("Enter")  # the form submits from the keyboard
     expect(p.locator("#job[data-status=running]")).to_have_count(1, timeout=WAIT)
-    p.click("#job-cancel")
+    p.focus("#job-cancel")
+    p.keyboard.press("Enter")
     expect(p.locator("#job[data-status=cancelled]")).to_have_count(1, timeout=WAIT)
     expect(p.locator("#jobs tr[data-status=cancelled]")).to_have_count(1, timeout=WAIT)
 
@@ -191,7 +214,8 @@ def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
     active = card.locator(".active-version").inner_text()
     older = card.locator("tbody tr[data-version]").nth(1).get_attribute("data-version")
     assert older and older != active
-    card.locator(f"tr[data-version='{older}'] button").click()
+    card.locator(f"tr[data-version='{older}'] button").focus()
+    p.keyboard.press("Enter")
     expect(card.locator(".active-version")).to_have_text(older, timeout=WAIT)
     expect(card.locator("table.confusion")).to_have_count(1, timeout=WAIT)
     p.screenshot(path=str(tmp_path / "models.png"), full_page=True)
@@ -215,8 +239,21 @@ def test_docs_and_redoc_render_offline(watched: Watched, server: Server, tmp_pat
     p.goto(f"{server.url}/docs")
     expect(p.locator(".opblock").first).to_be_visible(timeout=WAIT)
     assert p.locator(".opblock").count() > 20
-    expect(p.locator("button.authorize")).to_be_visible()
+    p.locator("button.authorize").click()
+    p.locator(".auth-container input").fill(TOKEN)
+    p.locator(".auth-btn-wrapper button.authorize").click()
+    p.locator("button.btn-done").click()
+    operation = p.locator(".opblock-delete", has_text="/train/{job_id}").first  # needs the token
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    operation.locator("input[placeholder='job_id']").fill("no-such-job")
+    with p.expect_request(lambda r: "/train/no-such-job" in r.url) as sent:
+        operation.locator("button.execute").click()
+    assert sent.value.all_headers().get("authorization") == f"Bearer {TOKEN}"
+    expect(operation.locator(".live-responses-table")).to_contain_text("404", timeout=WAIT)
     p.screenshot(path=str(tmp_path / "docs.png"))
+    watched.check(refused=(404,))  # the unknown job, asked on purpose
+    watched.errors.clear()
     p.goto(f"{server.url}/redoc")
     expect(p.get_by_text("softserve").first).to_be_visible(timeout=WAIT)
     p.screenshot(path=str(tmp_path / "redoc.png"))
