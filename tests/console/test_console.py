@@ -110,6 +110,37 @@ def eval_json(text: str | None) -> Any:
     return json.loads(text)
 
 
+# Every visible element with text of its own: its contrast against the first opaque background
+# behind it, by WCAG 2's formula; those under AA (4.5, or 3 for large text), disabled ones aside.
+CONTRAST = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => {
+    v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  }).reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (node) => {
+    for (; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const node of document.querySelectorAll("body *")) {
+    const own = [...node.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !node.getClientRects().length || node.closest("[disabled]")) continue;
+    const style = getComputedStyle(node);
+    if (style.visibility === "hidden") continue;
+    const a = lum(rgb(style.color)), b = lum(background(node));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    const text = node.textContent.trim().slice(0, 30);
+    if (ratio < (large ? 3 : 4.5)) low.push(`${node.tagName} "${text}" ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels.reshape(28, 28)).save(out, format="PNG")
@@ -270,6 +301,8 @@ def test_a_phone_wide_window_never_scrolls_sideways(
         p.wait_for_timeout(500)  # let the page's data arrive and lay out
         width = p.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"{page}: {width} px wide"
+        low = p.evaluate(CONTRAST)
+        assert low == [], f"{page}: text below WCAG AA contrast: {low}"
         p.screenshot(path=str(tmp_path / f"phone-{page}.png"), full_page=True)
         watched.check()
     finally:
@@ -305,3 +338,14 @@ def test_the_try_page_works_from_the_keyboard(
         timeout=WAIT,
     )
     p.screenshot(path=str(tmp_path / "keyboard.png"), full_page=True)
+
+
+def test_the_contrast_check_sees_grey_on_white(watched: Watched, server: Server) -> None:
+    """CONTRAST itself: light grey text (2.3:1) is reported, the page's own is not."""
+    p = open_console(watched, server)
+    assert p.evaluate(CONTRAST) == []
+    p.evaluate(
+        """() => { const s = document.createElement("span"); s.textContent = "faint";
+                   s.style.color = "#aaaaaa"; document.querySelector("main").append(s); }"""
+    )
+    assert [line.split(" ")[1] for line in p.evaluate(CONTRAST)] == ['"faint"']
