@@ -77,6 +77,7 @@ VERSION_ROW: dict[str, Any] = {
     "created_at": "2026-11-22T04:57:42Z",
     "active": True,
     "test_accuracy": 0.848,
+    "metrics": {"test": {"loss": 0.452, "accuracy": 0.848}},
     "problem": None,
 }
 VERSIONS: dict[str, Any] = {"model": "softmax", "active": VERSION, "versions": [VERSION_ROW]}

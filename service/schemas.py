@@ -195,6 +195,9 @@ class VersionRow(_Reply):
     created_at: str | None
     active: bool
     test_accuracy: float | None
+    metrics: dict[str, Figures] | None = Field(
+        None, description="each split's figures, as the artifact reports them"
+    )
     problem: str | None = Field(description="why this kept version cannot be served, if so")
 
 

@@ -28,6 +28,7 @@ from trainer import artifacts
 from trainer.artifacts import ArtifactError
 from trainer.config import ConfigError
 from trainer.evaluate import confusion_matrix
+from trainer.metrics import SPLITS
 
 __all__ = ["router"]
 
@@ -165,6 +166,11 @@ async def list_versions(request: Request, name: str) -> dict[str, Any]:
     return await run_in_threadpool(_versions, state.models, name, served)
 
 
+def _metrics(artifact: artifacts.Artifact) -> dict[str, Any]:
+    """Each split's figures the artifact reports (train, validation, test)."""
+    return {split: figures for split in SPLITS if (figures := artifact.metrics(split))}
+
+
 def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for version in store.versions(name):
@@ -175,6 +181,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
                 "version": version,
                 "created_at": None,
                 "test_accuracy": None,
+                "metrics": None,
                 "problem": problem_of(e),
             }
             continue
@@ -182,6 +189,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
             "version": version,
             "created_at": artifact.created_at,
             "test_accuracy": artifact.test_accuracy,
+            "metrics": _metrics(artifact),
             "problem": None,
         }
     if served.version not in rows:  # active but not kept (yet): e.g. a read-only folder
@@ -189,6 +197,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
             "version": served.version,
             "created_at": served.artifact.created_at,
             "test_accuracy": served.artifact.test_accuracy,
+            "metrics": _metrics(served.artifact),
             "problem": None,
         }
     versions = sorted(rows.values(), key=lambda r: r["version"], reverse=True)

@@ -239,6 +239,7 @@ def test_versions_of_the_shipped_model(client: httpx.Client, shipped: dict[str, 
                 "version": version,
                 "created_at": shipped["binary"].created_at,
                 "test_accuracy": shipped["binary"].meta["metrics"]["test"]["accuracy"],
+                "metrics": shipped["binary"].meta["metrics"],
                 "problem": None,
                 "active": True,
             }

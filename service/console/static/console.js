@@ -305,13 +305,15 @@ async function renderModels() {
           el("tbody", {}, c.matrix.map((row, i) => el("tr", {}, el("th", {}, c.class_names[i]),
             row.map((v) => el("td", {}, v)))))));
       }).catch((error) => confusion.replaceChildren(el("p", { class: "muted" }, error.message)));
+      const VERSION_METRICS = summary.kind === "binary" ? ["loss", "accuracy", "roc_auc", "f1"] : ["loss", "accuracy", "ece"];
       const rows = versions.versions.map((row) => {
         const error = el("span", { class: "error" });
         const button = row.active ? el("span", { class: "muted" }, "active")
           : el("button", { type: "button", onclick: () => activate(name, row.version, error) }, `Activate`);
         if (!row.active) button.setAttribute("aria-label", `Activate ${name} version ${row.version}`);
+        const test = (row.metrics && row.metrics.test) || {};
         return el("tr", { "data-version": row.version }, el("td", {}, row.version), el("td", {}, row.created_at),
-          el("td", {}, fixed(row.test_accuracy)), el("td", {}, button, error));
+          VERSION_METRICS.map((k) => el("td", {}, fixed(test[k]))), el("td", {}, button, error));
       });
       cards.push(el("article", { class: "panel", "data-model": name },
         el("h3", {}, `${name} (${summary.kind}) · active version `, el("span", { class: "active-version" }, summary.version)),
@@ -319,7 +321,8 @@ async function renderModels() {
         metrics, ...historyCharts(detail.history || []), confusion,
         el("h4", {}, "Kept versions"),
         el("div", { class: "scroll" }, el("table", {},
-          el("thead", {}, el("tr", {}, ["version", "created", "test accuracy", ""].map((h) => el("th", {}, h)))),
+          el("thead", {}, el("tr", {}, ["version", "created", ...VERSION_METRICS.map((k) => `test ${k}`), ""]
+            .map((h) => el("th", {}, h)))),
           el("tbody", {}, rows)))));
     }
     box.replaceChildren(el("div", { class: "cards" }, cards));
