@@ -109,6 +109,7 @@ TEST_IMAGE: dict[str, Any] = {
     "label": 9,
     "class_name": "Ankle boot",
     "dataset": "fashion-mnist",
+    "expected": {"label": 9, "class_name": "Ankle boot"},
 }
 CONFUSION: dict[str, Any] = {
     "model": "binary",

@@ -316,6 +316,11 @@ class JobMetrics(_Reply):
     running: list[RunningJob]
 
 
+class Expected(_Reply):
+    label: int = Field(description="the model's output index")
+    class_name: str
+
+
 class TestImage(_Reply):
     """One image of the dataset's test split, with its true class."""
 
@@ -326,6 +331,11 @@ class TestImage(_Reply):
     label: int = Field(description="its true class")
     class_name: str
     dataset: str = Field(description="the dataset's name")
+    expected: Expected | None = Field(
+        None,
+        description="with ?model=: the output that model should give (binary: its positive or "
+        "negative class); null when it has none for this class",
+    )
 
 
 class Confusion(_Reply):

@@ -74,11 +74,19 @@ class Telemetry:
         }  # fmt: skip
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._models: dict[str, Any] = {}
+        # where the request counts are read from for JSON /metrics: without the gauges that
+        # are computed at scrape time (the JSON report has computed those already)
+        self._counted: list[Any] = [self._requests, self._latency]
         if multiprocess_dir is not None:  # values live in files there; collect from all of them
             self.registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 self.registry, path=str(multiprocess_dir)
             )
+            counted = CollectorRegistry()
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                counted, path=str(multiprocess_dir)
+            )
+            self._counted = [counted]
         self.registry.register(_StateCollector(models, job_counts))
         self.registry.register(_DriftCollector(drift))
 
@@ -98,7 +106,7 @@ class Telemetry:
         console's Service page shows; Prometheus has the buckets themselves)."""
         counts: dict[tuple[str, str], dict[str, float]] = {}
         buckets: dict[tuple[str, str], dict[float, float]] = {}
-        for metric in self.registry.collect():
+        for metric in (m for source in self._counted for m in source.collect()):
             for sample in metric.samples:
                 labels = sample.labels
                 if "route" not in labels:

@@ -12,7 +12,7 @@ from trainer.linear import logits, pixels_to_features, predict_labels
 from trainer.metrics import evaluate
 from trainer.tasks import Task, resolve_classes
 
-__all__ = ["confusion_matrix", "evaluate_artifact"]
+__all__ = ["confusion_matrix", "evaluate_artifact", "expected_output"]
 
 
 def _test_split(
@@ -39,6 +39,21 @@ def _test_split(
     images, targets = task.apply(dataset.test_images, dataset.test_labels)
     scores = logits(artifact.weights, artifact.bias, pixels_to_features(images))
     return scores, np.asarray(targets, dtype=np.intp)
+
+
+def expected_output(artifact: Artifact, class_names: tuple[str, ...], label: int) -> int | None:
+    """The output ``artifact`` should give an image of dataset class ``label`` (one of
+    ``class_names``): the class itself for softmax; for binary 1 for a positive class, 0 for a
+    negative one. None where the model has no answer for that class."""
+    if tuple(artifact.dataset_class_names) != tuple(class_names):
+        return None
+    if artifact.kind != "binary":
+        return label
+    if label in resolve_classes(artifact.positive_classes, class_names):
+        return 1
+    if label in resolve_classes(artifact.negative_classes, class_names):
+        return 0
+    return None
 
 
 def evaluate_artifact(artifact: Artifact, dataset: Dataset) -> dict[str, float]:

@@ -218,6 +218,8 @@ def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
     p.fill("#f-epochs", "0")
     p.click("#train-form button[type=submit]")
     expect(p.locator(".error[data-for=epochs]")).to_contain_text("greater than", timeout=WAIT)
+    expect(p.locator("#f-epochs")).to_have_attribute("aria-invalid", "true")
+    expect(p.locator("#f-epochs")).to_be_focused()
     p.fill("#f-epochs", "3")
     p.check("#f-force")
     p.click("#train-form button[type=submit]")
@@ -225,7 +227,7 @@ def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
     points = p.locator("#job-chart circle[data-series='train loss']")
     expect(points.nth(1)).to_be_attached(timeout=WAIT)
     expect(p.locator("#job[data-status=succeeded]")).to_have_count(1, timeout=WAIT)
-    expect(p.locator("#job-status")).to_contain_text("promoted", timeout=WAIT)
+    expect(p.locator("#job-status")).to_contain_text("succeeded, promoted: version", timeout=WAIT)
     p.screenshot(path=str(tmp_path / "train.png"), full_page=True)
 
     p.fill("#f-epochs", "200")
@@ -298,7 +300,9 @@ def test_a_phone_wide_window_never_scrolls_sideways(
     watched = Watched(context.new_page())
     try:
         p = open_console(watched, server, page)
-        p.wait_for_timeout(500)  # let the page's data arrive and lay out
+        filled = {"try": "#try-model option", "models": "table.confusion", "train": "#jobs table",
+                  "service": "#service table"}  # fmt: skip
+        expect(p.locator(filled[page]).first).to_be_attached(timeout=WAIT)  # its data is in
         width = p.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"{page}: {width} px wide"
         low = p.evaluate(CONTRAST)
@@ -324,8 +328,9 @@ def test_the_try_page_works_from_the_keyboard(
     p.keyboard.press("Enter")
     expect(p.locator("#truth")).to_contain_text("Test image", timeout=WAIT)
     p.focus("#try-model")
-    p.keyboard.press("ArrowDown")  # the other model
-    expect(p.locator("#result[data-version]")).to_have_count(1, timeout=WAIT)
+    p.keyboard.press("ArrowUp")  # the other model: binary, listed first
+    assert p.locator("#try-model").input_value() == "binary"
+    expect(p.locator("#answer")).to_contain_text("binary version", timeout=WAIT)
     png = tmp_path / "key.png"
     Image.fromarray(load_dataset(real_data_dir).test_images[3].reshape(28, 28)).save(png)
     p.focus("#file")

@@ -16,7 +16,7 @@ from service.console import ASSETS, STATIC
 from tests.service.catalogue import assert_error
 from tests.support.server import SHIPPED, Server, run_server
 from trainer import artifacts
-from trainer.data import find_files
+from trainer.data import find_files, load_dataset
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
 BUDGET = 300 * 1024  # the console's own assets, Swagger UI not counted
@@ -69,18 +69,27 @@ def test_the_console_is_self_contained_and_allows_only_its_own_origin(
 
 @pytest.mark.skipif(find_files(REAL_DIR) is None, reason="Fashion-MNIST not installed")
 def test_a_random_test_image_comes_with_its_true_class(client: httpx.Client) -> None:
+    data = load_dataset(REAL_DIR)
     seen = set()
-    for _ in range(5):
-        image = client.get("/datasets/test/random").json()
-        assert len(image["pixels"]) == 784 and all(0 <= v <= 255 for v in image["pixels"])
-        assert 0 <= image["index"] < 10000 and image["dataset"] == "fashion-mnist"
-        seen.add(image["index"])
-        predicted = client.post("/predict", json={"pixels": image["pixels"]}).json()
-        assert (
-            predicted["predictions"][0]["class_name"]
-            in artifacts.load(SHIPPED / "softmax.npz").class_names
-        )
+    for _ in range(20):
+        image = client.get("/datasets/test/random", params={"model": "binary"}).json()
+        index = image["index"]
+        seen.add(index)
+        assert image["pixels"] == data.test_images[index].tolist()
+        assert image["label"] == data.test_labels[index]
+        assert image["class_name"] == data.class_names[image["label"]]
+        shirt = image["class_name"] == "Shirt"  # the shipped binary model: Shirt against the rest
+        assert image["expected"] == {
+            "label": int(shirt),
+            "class_name": ["not Shirt", "Shirt"][shirt],
+        }
     assert len(seen) > 1
+    plain = client.get("/datasets/test/random").json()
+    assert plain["expected"] is None
+    softmax = client.get("/datasets/test/random", params={"model": "softmax"}).json()
+    assert softmax["expected"] == {"label": softmax["label"], "class_name": softmax["class_name"]}
+    assert_error(client.get("/datasets/test/random", params={"model": "nope"}), 404,
+                 "unknown_model", "nope")  # fmt: skip
 
 
 @pytest.mark.skipif(find_files(REAL_DIR) is None, reason="Fashion-MNIST not installed")

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const SIDE = 28, N = SIDE * SIDE;
 const state = { token: "", models: [], pixels: new Uint8ClampedArray(N), truth: null, job: null,
-                events: null, timers: [] };
+                events: null, timers: [], asked: 0, listed: 0, image: null, notLoaded: {} };
 
 // --- the API -------------------------------------------------------------------------------------
 
@@ -47,6 +47,12 @@ function el(tag, attrs = {}, ...children) {
 const pct = (p) => `${(100 * p).toFixed(1)}%`;
 const fixed = (v, digits = 4) => (typeof v === "number" ? v.toFixed(digits) : "–");
 function showError(target, error) { $(target).textContent = error ? error.message : ""; }
+const needsToken = (error) => error.status === 401 || error.status === 403;
+function tokenError(error) {  // the API's message, and where the token goes
+  if (!needsToken(error)) return error;
+  $("token").focus();
+  return new Error(`${error.message} (enter the API token at the top)`);
+}
 
 // --- pages ---------------------------------------------------------------------------------------
 
@@ -58,11 +64,22 @@ function route() {
     if (link.dataset.page === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  for (const timer of state.timers) clearInterval(timer);
+  state.timers.forEach((slot) => clearTimeout(slot.timer));
   state.timers = [];
+  lastCounts = null;
   if (page === "models") renderModels();
-  if (page === "train") { renderJobs(); state.timers.push(setInterval(renderJobs, 3000)); }
-  if (page === "service") { renderService(); state.timers.push(setInterval(renderService, 2000)); }
+  if (page === "train") every(renderJobs, 3000);
+  if (page === "service") every(renderService, 2000);
+}
+
+function every(work, ms) {  // now, then again ms after each run ends: runs never overlap
+  const slot = { timer: null };
+  const run = async () => {
+    await work();
+    if (state.timers.includes(slot)) slot.timer = setTimeout(run, ms);
+  };
+  slot.timer = setTimeout(run, 0);
+  state.timers.push(slot);
 }
 
 // --- Try -----------------------------------------------------------------------------------------
@@ -126,6 +143,7 @@ function setUpDrawing() {
 
 async function loadImage(blob) {  // resized to 28x28 here: what is shown is exactly what is sent
   showError("try-error", null);
+  state.image = blob;
   try {
     const bitmap = await createImageBitmap(blob);
     const small = new OffscreenCanvas(SIDE, SIDE).getContext("2d", { willReadFrequently: true });
@@ -147,23 +165,32 @@ async function loadImage(blob) {  // resized to 28x28 here: what is shown is exa
 async function randomImage() {
   showError("try-error", null);
   try {
-    const image = await api("GET", "/datasets/test/random");
+    const image = await api("GET", `/datasets/test/random?${new URLSearchParams(chosen())}`);
     state.pixels.set(image.pixels);
     state.truth = image;
     paint(); await predict();
   } catch (error) { showError("try-error", error); }
 }
 
+function chosen() {  // the model and version the Try page asks
+  const model = $("try-model").value, version = $("try-version").value;
+  return { ...(model ? { model } : {}), ...(version ? { version } : {}) };
+}
+
 async function predict() {
-  const model = $("try-model").value;
-  if (!model) return;
-  const version = $("try-version").value;
-  const query = new URLSearchParams({ model, ...(version ? { version } : {}) });
+  if (!$("try-model").value) {
+    const why = Object.entries(state.notLoaded).map(([n, r]) => `${n}: ${r}`).join("; ");
+    showError("try-error", new Error(`no model is served${why ? `: ${why}` : ""}`));
+    return;
+  }
+  const asked = ++state.asked;  // only the newest answer is shown
   showError("try-error", null);
   try {
-    const answer = await api("POST", `/predict?${query}`, { pixels: Array.from(state.pixels) });
-    showAnswer(answer);
+    const answer = await api("POST", `/predict?${new URLSearchParams(chosen())}`,
+                             { pixels: Array.from(state.pixels) });
+    if (asked === state.asked) showAnswer(answer);
   } catch (error) {
+    if (asked !== state.asked) return;
     showError("try-error", error);
     $("answer").replaceChildren();
   }
@@ -193,29 +220,42 @@ function showAnswer(answer) {
     el("p", { class: "muted" }, `${answer.model} version ${answer.version}`), trust, bars);
   $("answer").replaceChildren(result);
   if (state.truth) {
-    const right = state.truth.label === top;
-    $("truth").replaceChildren(el("span", { class: right ? "good" : "bad" },
-      `Test image ${state.truth.index}: really ${state.truth.class_name}; the model is ${right ? "right" : "wrong"}.`));
+    const truth = state.truth, expected = truth.expected;
+    const said = `Test image ${truth.index}: really ${truth.class_name}`;
+    if (!expected) {
+      $("truth").replaceChildren(el("span", {}, `${said}, a class this model has no answer for.`));
+    } else {
+      const right = expected.label === top;
+      const want = expected.class_name === truth.class_name ? "" : ` (${expected.class_name} to this model)`;
+      $("truth").replaceChildren(el("span", { class: right ? "good" : "bad" },
+        `${said}${want}; the model is ${right ? "right" : "wrong"}.`));
+    }
   }
 }
 
 async function fillVersions() {
   const select = $("try-version");
-  const model = $("try-model").value;
-  select.replaceChildren(el("option", { value: "" }, "active"));
-  if (!model) return;
-  try {
-    const listed = await api("GET", `/models/${encodeURIComponent(model)}/versions`);
-    for (const row of listed.versions) {
-      select.append(el("option", { value: row.version },
-        `${row.version}${row.active ? " (active)" : ""} · ${fixed(row.test_accuracy, 3)}`));
-    }
-  } catch (error) { showError("try-error", error); }
+  const model = $("try-model").value, previous = select.value;
+  const listed = ++state.listed;  // a slower, older listing must not land over a newer one
+  const options = [el("option", { value: "" }, "active")];
+  if (model) {
+    try {
+      const found = await api("GET", `/models/${encodeURIComponent(model)}/versions`);
+      for (const row of found.versions) {
+        options.push(el("option", { value: row.version, disabled: Boolean(row.problem) },
+          `${row.version}${row.active ? " (active)" : ""} · ${fixed(row.test_accuracy, 3)}`));
+      }
+    } catch (error) { showError("try-error", error); }
+  }
+  if (listed !== state.listed) return;
+  select.replaceChildren(...options);
+  if (options.some((o) => o.value === previous && !o.disabled)) select.value = previous;
 }
 
 async function loadModels() {
   const listed = await api("GET", "/models");
   state.models = listed.models;
+  state.notLoaded = listed.not_loaded || {};
   const select = $("try-model");
   const previous = select.value;
   select.replaceChildren(...state.models.map((m) => el("option", { value: m.name }, `${m.name} (${m.kind})`)));
@@ -304,11 +344,12 @@ async function renderModels() {
           el("thead", {}, el("tr", {}, el("th", {}, ""), c.class_names.map((n) => el("th", {}, n)))),
           el("tbody", {}, c.matrix.map((row, i) => el("tr", {}, el("th", {}, c.class_names[i]),
             row.map((v) => el("td", {}, v)))))));
-      }).catch((error) => confusion.replaceChildren(el("p", { class: "muted" }, error.message)));
+      }).catch((error) => confusion.replaceChildren(el("p", { class: "error" }, `Confusion matrix: ${error.message}`)));
       const VERSION_METRICS = summary.kind === "binary" ? ["loss", "accuracy", "roc_auc", "f1"] : ["loss", "accuracy", "ece"];
       const rows = versions.versions.map((row) => {
         const error = el("span", { class: "error" });
         const button = row.active ? el("span", { class: "muted" }, "active")
+          : row.problem ? el("span", { class: "bad" }, row.problem)
           : el("button", { type: "button", onclick: () => activate(name, row.version, error) }, `Activate`);
         if (!row.active) button.setAttribute("aria-label", `Activate ${name} version ${row.version}`);
         const test = (row.metrics && row.metrics.test) || {};
@@ -334,21 +375,22 @@ async function activate(name, version, errorNode) {
   try {
     await api("POST", `/models/${encodeURIComponent(name)}/activate`, { version }, true);
     await renderModels();
+    const heading = document.querySelector(`article[data-model="${CSS.escape(name)}"] h3`);
+    if (heading) { heading.tabIndex = -1; heading.focus(); }  // focus stays with the model
   } catch (error) {
-    errorNode.textContent = error.status === 401 || error.status === 403
-      ? `${error.message} (enter the API token at the top)` : error.message;
+    errorNode.textContent = tokenError(error).message;
   }
 }
 
 // --- Train ---------------------------------------------------------------------------------------
 
-const NUMBERS = { epochs: parseInt, batch_size: parseInt, seed: parseInt,
-                  learning_rate: parseFloat, l2: parseFloat };
-function trainBody(form) {
+const NUMBERS = ["epochs", "batch_size", "seed", "learning_rate", "l2"];
+function trainBody(form) {  // numbers as typed: the API says what is wrong with them
   const body = { model: form.model.value };
-  for (const [key, parse] of Object.entries(NUMBERS)) {
+  for (const key of NUMBERS) {
     const raw = form[key].value.trim();
-    if (raw !== "") body[key] = /^-?[0-9.eE+-]+$/.test(raw) ? parse(raw) : raw;
+    const number = Number(raw);
+    if (raw !== "") body[key] = Number.isFinite(number) ? number : raw;
   }
   for (const key of ["positive", "negative"]) {
     const raw = form[key].value.trim();
@@ -362,22 +404,25 @@ async function submitTraining(event) {
   event.preventDefault();
   const form = event.target;
   for (const span of form.querySelectorAll(".error[data-for]")) span.textContent = "";
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
   showError("train-error", null);
   try {
     const job = await api("POST", "/train", trainBody(form), true);
     watchJob(job);
     renderJobs();
   } catch (error) {
-    let placed = false;
-    for (const detail of error.details || []) {
+    let first = null;
+    for (const detail of Array.isArray(error.details) ? error.details : []) {
       const field = (detail.loc || []).filter((p) => p !== "body")[0];
       const span = field !== undefined && form.querySelector(`.error[data-for="${field}"]`);
-      if (span) { span.textContent = detail.message; placed = true; }
+      if (span) {
+        span.textContent = detail.message;
+        const input = form.elements[field];
+        if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+      }
     }
-    if (!placed || error.status !== 422) {
-      showError("train-error", error.status === 401 || error.status === 403
-        ? new Error(`${error.message} (enter the API token at the top)`) : error);
-    }
+    if (first) first.focus();
+    else showError("train-error", tokenError(error));
   }
 }
 
@@ -388,17 +433,30 @@ function watchJob(job) {
   $("job-title").textContent = `Job ${job.job_id.slice(0, 8)} (${job.model})`;
   $("job").dataset.jobId = job.job_id;
   $("job-cancel").disabled = false;
+  $("job-progress").value = 0;
   showError("job-error", null);
   showJob(job);
   const source = new EventSource(`/train/${job.job_id}/events`);
   state.events = source;
+  const settle = async (note) => {  // the stream is over: the job's record has the rest
+    source.close();
+    if (note) showError("job-error", new Error(note));
+    try { showJob(await api("GET", `/train/${job.job_id}`)); } catch (error) { showError("job-error", error); }
+    renderJobs();
+  };
   const onEvent = (message) => {
     const view = JSON.parse(message.data);
     showJob(view);
-    if (["end", "shutdown"].includes(message.type)) { source.close(); renderJobs(); }
+    if (message.type === "end") settle(null);
+    if (message.type === "shutdown") settle(view.message || "the server is shutting down");
   };
   for (const name of ["progress", "end", "shutdown", "status"]) source.addEventListener(name, onEvent);
-  source.onerror = () => { if (source.readyState === EventSource.CLOSED) state.events = null; };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED && state.events === source) {
+      state.events = null;
+      settle("the job's event stream closed; its state below is from its record");
+    }
+  };
 }
 
 function showJob(view) {
@@ -415,9 +473,11 @@ function showJob(view) {
   const done = ["succeeded", "failed", "cancelled"].includes(view.status);
   if (done) { $("job-progress").value = 1; $("job-cancel").disabled = true; }
   const outcome = view.status === "succeeded"
-    ? (view.promoted ? `promoted: version ${view.version} now answers` : `not promoted: ${view.promotion_reason || "kept the active version"}`)
-    : view.status === "failed" ? `failed: ${view.error || "see the job"}` : view.status;
-  $("job-status").textContent = `${view.status}${done ? ` — ${outcome}` : ""}`;
+    ? (view.promoted ? `succeeded, promoted: version ${view.version} now answers`
+      : `succeeded, not promoted: ${view.promotion_reason || "the active version stays"}`)
+    : ["failed", "cancelled"].includes(view.status) ? `${view.status}: ${view.error || "see the job"}`
+    : view.status;
+  if ($("job-status").textContent !== outcome) $("job-status").textContent = outcome;  // read once
   $("job").dataset.status = view.status;
   const points = job.history.map((h, i) => ({ ...h, i: i + 1 }));
   $("job-chart").dataset.points = String(points.length);
@@ -435,8 +495,7 @@ async function cancelJob() {
     const view = await api("DELETE", `/train/${state.job.id}`, undefined, true);
     showJob(view);
   } catch (error) {
-    showError("job-error", error.status === 401 || error.status === 403
-      ? new Error(`${error.message} (enter the API token at the top)`) : error);
+    showError("job-error", tokenError(error));
   }
 }
 
@@ -457,8 +516,11 @@ async function renderJobs() {
 let lastCounts = null;
 async function renderService() {
   try {
-    const [metrics, ready] = await Promise.all([api("GET", "/metrics"), fetch("/health/ready").then((r) => r.json())]);
-    const now = performance.now();
+    const now = performance.now();  // when asked, not when answered
+    const [metrics, ready] = await Promise.all([api("GET", "/metrics"), api("GET", "/health/ready").catch((error) => ({
+      status: `not ready: ${error.message}`,
+      models: (error.details && error.details.models) || {}, problems: (error.details && error.details.problems) || {},
+    }))]);
     const rate = (row) => {
       if (!lastCounts || !(lastCounts.rows.has(`${row.method} ${row.route}`))) return "–";
       const seconds = (now - lastCounts.at) / 1000;
@@ -493,12 +555,17 @@ function start() {
     event.preventDefault();
     const file = [...event.dataTransfer.files].find((f) => /^image\//.test(f.type));
     if (file) loadImage(file);
+    else showError("try-error", new Error("drop a PNG or JPEG image"));
   });
   document.addEventListener("paste", (event) => {
     const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
     if (item) loadImage(item.getAsFile());
   });
   $("random").addEventListener("click", randomImage);
+  $("invert").addEventListener("change", () => { if (state.image) loadImage(state.image); });
+  for (const name of ["dragover", "drop"]) {  // a file dropped beside the canvas must not replace the page
+    document.addEventListener(name, (event) => event.preventDefault());
+  }
   $("try-model").addEventListener("change", async () => { await fillVersions(); predict(); });
   $("try-version").addEventListener("change", predict);
   $("train-form").addEventListener("submit", submitTraining);
