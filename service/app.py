@@ -71,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return holder["state"].drift_report() if "state" in holder else {}
 
     telemetry = Telemetry(
-        served_models, job_counts, settings.prometheus_multiproc_dir, drift_figures
-    )
+        served_models, job_counts, settings.prometheus_multiproc_dir, drift_figures,
+        settings.replica_name,
+    )  # fmt: skip
     writer = Writer(
         STDERR,
         default_format(settings.log_format),
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         count=telemetry.log_lines,
     )
     access = AccessLog(writer, enabled=settings.access_log, sample=settings.access_log_sample)
-    observer = Observer(telemetry, access)
+    observer = Observer(telemetry, access, settings.replica_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Content-Encoding",
                 "Inference-Header-Content-Length",
             ],
-            expose_headers=["X-Request-ID", "Content-Encoding", "Inference-Header-Content-Length"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Softserve-Replica",
+                "Content-Encoding",
+                "Inference-Header-Content-Length",
+            ],
         )
     framework: ASGIApp = EdgeMiddleware(
         functools.partial(FastAPI.__call__, app),
@@ -236,6 +242,7 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         concurrency=settings.train_concurrency,
         on_finished=finished,
         log_format=default_format(settings.log_format),
+        replica=settings.replica_name,
     )
     shared = settings.prometheus_multiproc_dir  # set when several workers share the counts
     drift = Drift(

@@ -7,6 +7,7 @@ os.environ is read nowhere else in the service; tests build a `Settings` and pas
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -107,6 +108,15 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds between each worker's looks at the model folder for new versions",
     )
+    replica_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="this server's name among replicas: in every response's "
+        "X-Softserve-Replica header, /metrics and the jobs it runs",
+        json_schema_extra={"shown_default": "the hostname"},
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="origins CORS allows (comma-separated, or a JSON list); none: closed"
     )
@@ -167,7 +177,9 @@ def settings_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         variable = field.validation_alias or f"SOFTSERVE_{name.upper()}"
-        rows.append(f"| `{variable}` | {_shown(field.default)} | {field.description} |")
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = str(extra.get("shown_default", "")) or _shown(field.default)
+        rows.append(f"| `{variable}` | {default} | {field.description} |")
     return "\n".join(rows)
 
 

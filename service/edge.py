@@ -24,6 +24,7 @@ __all__ = [
     "CLIENT_GONE",
     "ERROR",
     "PREDICTION",
+    "REPLICA",
     "REQUEST_ID",
     "UNROUTED",
     "ClientDisconnect",
@@ -38,6 +39,7 @@ __all__ = [
 UNROUTED = "unmatched"  # the route label of a request answered before any route matched it
 CLIENT_GONE = 499  # the status counted for a request whose client left before the answer
 # What the layers below tell the edge through the request's scope, for the access line:
+REPLICA = b"x-softserve-replica"  # the header naming the replica that answered (every response)
 REQUEST_ID = "softserve.request_id"  # str: set by the edge, read by the error handlers
 PREDICTION = "softserve.prediction"  # (model, version, images), set by a prediction route
 ERROR = "softserve.error"  # the error code, set by the error handlers
@@ -85,12 +87,15 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_error(send: Send, error: ServiceError, request_id: str, path: str) -> None:
+async def send_error(
+    send: Send, error: ServiceError, request_id: str, path: str, replica: bytes
+) -> None:
     rendered = render_error(error, request_id, path)
     headers = [
         *rendered.headers,
         (b"content-length", str(len(rendered.body)).encode()),
         (b"x-request-id", request_id.encode()),
+        (REPLICA, replica),
     ]
     await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
     await send({"type": "http.response.body", "body": rendered.body})
@@ -99,8 +104,9 @@ async def send_error(send: Send, error: ServiceError, request_id: str, path: str
 class Observer:
     """What every answered request leaves behind: its metrics and its access line."""
 
-    def __init__(self, telemetry: Telemetry, access: AccessLog) -> None:
+    def __init__(self, telemetry: Telemetry, access: AccessLog, replica: str) -> None:
         self.telemetry, self.access = telemetry, access
+        self.replica = replica.encode()  # every response says which replica answered it
 
     def finish(
         self,
@@ -152,13 +158,15 @@ class EdgeMiddleware:
         rid = request_id(given)
         scope[REQUEST_ID] = rid
         rid_header = (b"x-request-id", rid.encode())
+        replica_header = (REPLICA, self.observer.replica)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 sent = True
-                message = {**message, "headers": [*message.get("headers", ()), rid_header]}
+                headers = [*message.get("headers", ()), rid_header, replica_header]
+                message = {**message, "headers": headers}
             await send(message)
 
         received = 0
@@ -176,7 +184,9 @@ class EdgeMiddleware:
             if declared is not None and declared > limit:
                 status = 413
                 scope[ERROR] = PayloadTooLarge.code
-                await send_error(send, too_large(declared, limit), rid, scope["path"])
+                await send_error(
+                    send, too_large(declared, limit), rid, scope["path"], self.observer.replica
+                )
                 return
             # With a Content-Length the server delivers exactly that many bytes: only a chunked
             # body needs counting as it arrives.
@@ -188,7 +198,7 @@ class EdgeMiddleware:
                     raise
                 status = 413
                 scope[ERROR] = e.code
-                await send_error(send, e, rid, scope["path"])
+                await send_error(send, e, rid, scope["path"], self.observer.replica)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNROUTED
             self.observer.finish(

@@ -101,6 +101,8 @@ JOB: dict[str, Any] = {
     "promotion_reason": None,
     "cancel_requested": False,
     "request_id": "5f0c2a9e41b7-17",
+    "replica": "softserve-0",
+    "worker": 41,
 }  # fmt: skip
 JOBS: dict[str, Any] = {"jobs": [JOB]}
 TEST_IMAGE: dict[str, Any] = {
@@ -138,6 +140,7 @@ DRIFT: dict[str, Any] = {
     "mean_top_probability": 0.86,
 }
 METRICS: dict[str, Any] = {
+    "replica": "softserve-0",
     "models": {
         "softmax": {
             "version": VERSION,

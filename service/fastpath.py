@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.edge import (
     CLIENT_GONE,
+    REPLICA,
     UNROUTED,
     ClientDisconnect,
     Observer,
@@ -167,13 +168,14 @@ class FastPath:
                     *reply.headers,
                     (b"content-length", str(len(reply.body)).encode()),
                     (b"x-request-id", rid.encode()),
+                    (REPLICA, self.observer.replica),
                 ]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": reply.body})
                 status, prediction = 200, reply.prediction
         except ServiceError as e:
             status, error = e.status, e.code
-            await send_error(send, e, rid, scope["path"])
+            await send_error(send, e, rid, scope["path"], self.observer.replica)
         except ClientDisconnect:
             status = CLIENT_GONE  # nobody to answer
         except Exception:
@@ -182,7 +184,7 @@ class FastPath:
             )
             failure = ServiceError("internal error; the server log has details")
             status, error = failure.status, failure.code
-            await send_error(send, failure, rid, scope["path"])
+            await send_error(send, failure, rid, scope["path"], self.observer.replica)
         finally:
             if not declined:
                 self.observer.finish(scope, label, status, started, start, rid, prediction, error)

@@ -278,6 +278,10 @@ class Job(_Reply):
     promotion_reason: str | None
     cancel_requested: bool
     request_id: str | None = Field(description="of the request that submitted it (X-Request-ID)")
+    replica: str | None = Field(
+        None, description="the replica that ran it (SOFTSERVE_REPLICA_NAME); null until claimed"
+    )
+    worker: int | None = Field(None, description="the pid of the worker that ran it")
 
 
 class JobList(_Reply):
@@ -393,6 +397,7 @@ class RequestStats(_Reply):
 class MetricsReport(_Reply):
     model_config = _shown(examples.METRICS)
 
+    replica: str = Field(description="the replica that answered (SOFTSERVE_REPLICA_NAME)")
     models: dict[str, ModelMetrics]
     jobs: JobMetrics
     requests: list[RequestStats] = Field(

@@ -33,6 +33,7 @@ class Telemetry:
         job_counts: Callable[[], Mapping[str, int]],
         multiprocess_dir: Path | None = None,
         drift: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+        replica: str = "",
     ) -> None:
         """With ``multiprocess_dir`` (prometheus-client's multiprocess mode, which the
         PROMETHEUS_MULTIPROC_DIR environment variable must have switched on before the import),
@@ -87,7 +88,7 @@ class Telemetry:
                 counted, path=str(multiprocess_dir)
             )
             self._counted = [counted]
-        self.registry.register(_StateCollector(models, job_counts))
+        self.registry.register(_StateCollector(models, job_counts, replica))
         self.registry.register(_DriftCollector(drift))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -146,9 +147,11 @@ class _StateCollector(Collector):
         self,
         models: Callable[[], Mapping[str, Served]],
         job_counts: Callable[[], Mapping[str, int]],
+        replica: str = "",
     ) -> None:
         self._models = models
         self._job_counts = job_counts
+        self._replica = replica
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected on demand; nothing to pre-register
@@ -180,7 +183,13 @@ class _StateCollector(Collector):
         jobs = GaugeMetricFamily("softserve_jobs", "Training jobs by state", labels=["state"])
         for state, count in sorted(self._job_counts().items()):
             jobs.add_metric([state], count)
-        yield from (loss, acc, binary, jobs)
+        replica = GaugeMetricFamily(
+            "softserve_replica_info",
+            "The replica answering (SOFTSERVE_REPLICA_NAME)",
+            labels=["replica"],
+        )
+        replica.add_metric([self._replica], 1)
+        yield from (loss, acc, binary, jobs, replica)
 
 
 # Each drift figure in Prometheus: (name, help, key in the figures).

@@ -55,9 +55,23 @@ class Job:
         age = datetime.now(UTC) - parse_utc(self.finished_at)
         return age.total_seconds() < seconds
 
+    @property
+    def replica(self) -> str | None:
+        """The replica whose worker ran the job (SOFTSERVE_REPLICA_NAME), from its owner id."""
+        parts = (self.owner or "").split(":", 3)
+        return parts[3] if len(parts) == 4 else None
+
+    @property
+    def worker(self) -> int | None:
+        """The pid of the worker that ran the job."""
+        parts = (self.owner or "").split(":", 3)
+        return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, without the internal owner id, plus ``latest``."""
+        """JSON-ready, without the internal owner id but with the replica and worker that ran
+        it, plus ``latest``."""
         out = asdict(self)
         del out["owner"]
+        out["replica"], out["worker"] = self.replica, self.worker
         out["latest"] = self.latest
         return out

@@ -37,10 +37,12 @@ _HOST = socket.gethostname()
 _LIVE_OWNERS: set[str] = set()  # owner ids of the runners started in this process
 
 
-def new_owner_id() -> str:
-    """``host:pid:random``: the pid says who to check, the random part tells a restarted worker
-    that reuses a pid (common in containers, where pids start at 1) from the one before it."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def new_owner_id(replica: str | None = None) -> str:
+    """``host:pid:random[:replica]``: the pid says who to check, the random part tells a
+    restarted worker that reuses a pid (common in containers, where pids start at 1) from the one
+    before it, and the replica (SOFTSERVE_REPLICA_NAME) is what a job's record shows."""
+    owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return owner if replica is None else f"{owner}:{replica}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -95,12 +97,13 @@ class JobRunner:
         on_finished: Callable[[Job], None] | None = None,
         poll_interval: float = 0.5,
         log_format: LogFormat = "json",
+        replica: str | None = None,
     ) -> None:
         self.store, self.models, self.data_dir = store, models, data_dir
         self.concurrency, self.on_finished, self.poll_interval = (
             concurrency, on_finished, poll_interval,
         )  # fmt: skip
-        self.owner = new_owner_id()
+        self.owner = new_owner_id(replica)
         self.log_format = log_format
         self._children: dict[str, BaseProcess] = {}
         self._context = multiprocessing.get_context("spawn")  # no fork: the server has threads

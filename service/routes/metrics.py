@@ -69,6 +69,7 @@ def _report(state: AppState) -> dict[str, Any]:
     ]
     jobs = {"counts": state.jobs.counts(), "running": running}
     return {
-        "models": models, "jobs": jobs, "drift": state.drift_report(),
+        "replica": state.settings.replica_name, "models": models, "jobs": jobs,
+        "drift": state.drift_report(),
         "requests": state.telemetry.requests(),
     }  # fmt: skip

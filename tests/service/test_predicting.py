@@ -43,7 +43,8 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 784), dtype=np.uint8)
 
 def quiet(telemetry: Telemetry) -> Observer:
     """Metrics as the app keeps them, and no access log."""
-    return Observer(telemetry, AccessLog(Writer(2, "json", capacity=1), enabled=False, sample=1))
+    access = AccessLog(Writer(2, "json", capacity=1), enabled=False, sample=1)
+    return Observer(telemetry, access, "replica-test")
 
 
 def run(coroutine: Awaitable[T]) -> T:
@@ -330,7 +331,7 @@ def test_a_declined_request_is_the_frameworks_alone_even_when_it_fails(tmp_path:
     fast = FastPath(
         framework, FAST_ROUTES,
         predictor=lambda: Predictor(registry, LIMITS, telemetry, "softmax"),
-        max_body_bytes=1024, observer=Counting(telemetry, quiet(telemetry).access),
+        max_body_bytes=1024, observer=Counting(telemetry, quiet(telemetry).access, "replica-test"),
     )  # fmt: skip
     scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
              "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}  # fmt: skip
