@@ -78,6 +78,7 @@ VERSION_ROW: dict[str, Any] = {
     "active": True,
     "test_accuracy": 0.848,
     "metrics": {"test": {"loss": 0.452, "accuracy": 0.848}},
+    "class_names": SUMMARY["class_names"],
     "problem": None,
 }
 VERSIONS: dict[str, Any] = {"model": "softmax", "active": VERSION, "versions": [VERSION_ROW]}

@@ -198,6 +198,7 @@ class VersionRow(_Reply):
     metrics: dict[str, Figures] | None = Field(
         None, description="each split's figures, as the artifact reports them"
     )
+    class_names: list[str] | None = Field(None, description="the version's outputs, in order")
     problem: str | None = Field(description="why this kept version cannot be served, if so")
 
 

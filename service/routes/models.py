@@ -182,6 +182,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
                 "created_at": None,
                 "test_accuracy": None,
                 "metrics": None,
+                "class_names": None,
                 "problem": problem_of(e),
             }
             continue
@@ -190,6 +191,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
             "created_at": artifact.created_at,
             "test_accuracy": artifact.test_accuracy,
             "metrics": _metrics(artifact),
+            "class_names": list(artifact.class_names),
             "problem": None,
         }
     if served.version not in rows:  # active but not kept (yet): e.g. a read-only folder
@@ -198,6 +200,7 @@ def _versions(store: ModelStore, name: str, served: Served) -> dict[str, Any]:
             "created_at": served.artifact.created_at,
             "test_accuracy": served.artifact.test_accuracy,
             "metrics": _metrics(served.artifact),
+            "class_names": list(served.artifact.class_names),
             "problem": None,
         }
     versions = sorted(rows.values(), key=lambda r: r["version"], reverse=True)

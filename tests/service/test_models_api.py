@@ -240,6 +240,7 @@ def test_versions_of_the_shipped_model(client: httpx.Client, shipped: dict[str, 
                 "created_at": shipped["binary"].created_at,
                 "test_accuracy": shipped["binary"].meta["metrics"]["test"]["accuracy"],
                 "metrics": shipped["binary"].meta["metrics"],
+                "class_names": list(shipped["binary"].class_names),
                 "problem": None,
                 "active": True,
             }

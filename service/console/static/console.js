@@ -5,7 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const SIDE = 28, N = SIDE * SIDE;
 const state = { token: "", models: [], pixels: new Uint8ClampedArray(N), truth: null, job: null,
-                events: null, timers: [], asked: 0, listed: 0, image: null, notLoaded: {} };
+                events: null, timers: [], asked: 0, listed: 0, image: null, notLoaded: {},
+                versions: new Map() };
 
 // --- the API -------------------------------------------------------------------------------------
 
@@ -198,7 +199,8 @@ async function predict() {
 
 function showAnswer(answer) {
   const found = state.models.find((m) => m.name === answer.model);
-  const names = found ? found.class_names : [];
+  const row = state.versions.get(`${answer.model} ${answer.version}`);  // the version's own names
+  const names = (row && row.class_names) || (found ? found.class_names : []);
   const first = answer.predictions[0];
   const probabilities = first.probabilities !== undefined
     ? first.probabilities : [1 - first.probability, first.probability];
@@ -242,6 +244,7 @@ async function fillVersions() {
     try {
       const found = await api("GET", `/models/${encodeURIComponent(model)}/versions`);
       for (const row of found.versions) {
+        state.versions.set(`${model} ${row.version}`, row);
         options.push(el("option", { value: row.version, disabled: Boolean(row.problem) },
           `${row.version}${row.active ? " (active)" : ""} · ${fixed(row.test_accuracy, 3)}`));
       }
@@ -441,7 +444,11 @@ function watchJob(job) {
   const settle = async (note) => {  // the stream is over: the job's record has the rest
     source.close();
     if (note) showError("job-error", new Error(note));
-    try { showJob(await api("GET", `/train/${job.job_id}`)); } catch (error) { showError("job-error", error); }
+    try {
+      const record = await api("GET", `/train/${job.job_id}`);
+      showJob(record);
+      if (record.promoted) await loadModels();  // the Try page answers with the new version
+    } catch (error) { showError("job-error", error); }
     renderJobs();
   };
   const onEvent = (message) => {
