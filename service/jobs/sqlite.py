@@ -287,6 +287,9 @@ class SQLiteJobStore:
                 (max(keep, 0),),
             ).rowcount
 
+    def close(self) -> None:
+        """Nothing to let go: each call opens and closes its own connection."""
+
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; _write issues BEGIN IMMEDIATE itself
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)

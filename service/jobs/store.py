@@ -8,6 +8,7 @@ embedded default.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,9 +89,20 @@ class JobStore(Protocol):
         """Forget all but the newest ``keep`` finished jobs; returns how many were deleted."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the store holds open (a database's connections)."""
+        ...
+
 
 def open_job_store(location: str) -> JobStore:
-    """The store at ``location`` (a `JobStore.location`), opened again, e.g. in a child."""
+    """The store at ``location`` (a `JobStore.location`), opened again, e.g. in a child. A
+    PostgreSQL location has no password: the URL comes from SOFTSERVE_DATABASE_URL in the
+    environment when it names the same database."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from service.jobs.postgres import PostgresJobStore, without_password
+
+        url = os.environ.get("SOFTSERVE_DATABASE_URL", "")
+        return PostgresJobStore(url if url and without_password(url) == location else location)
     from service.jobs.sqlite import SQLiteJobStore
 
     return SQLiteJobStore(Path(location))

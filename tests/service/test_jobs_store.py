@@ -1,28 +1,48 @@
 """The job store: the contract every backend keeps (the `store` fixture is parametrized over the
-backends; SQLite today): queue limit, claims raced by processes, cancel, reap, progress; and
-what only the SQLite file does."""
+backends: SQLite, and a real PostgreSQL server): queue limit, claims raced by processes, cancel,
+reap, progress; and what only the SQLite file does."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from service.jobs.postgres import PostgresJobStore
 from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL
 from service.jobs.sqlite import SQLiteJobStore
 from service.jobs.store import JobStore, QueueFull, open_job_store
 from service.modelstore import Promotion
+from tests.support.postgres import Postgres, running_postgres
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
-    assert request.param == "sqlite"
-    return open_job_store(str(tmp_path / "state" / "jobs.sqlite3"))
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        yield open_job_store(str(tmp_path / "state" / "jobs.sqlite3"))
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    with psycopg.connect(server.url, autocommit=True) as conn:  # each test on an empty database
+        conn.execute("DROP TABLE IF EXISTS softserve_jobs, softserve_schema")
+    monkeypatch.setenv("SOFTSERVE_DATABASE_URL", server.url)  # as a training child gets it
+    opened = PostgresJobStore(server.url)
+    yield opened
+    opened.close()
 
 
 def test_a_new_store_is_empty(store: JobStore) -> None:
@@ -36,7 +56,11 @@ def test_a_new_store_is_empty(store: JobStore) -> None:
 
 def test_a_location_opens_the_same_store(store: JobStore) -> None:
     job = store.submit("softmax", {}, False, queue_limit=5)
-    assert open_job_store(store.location).get(job.id) == job
+    again = open_job_store(store.location)
+    try:
+        assert again.get(job.id) == job
+    finally:
+        again.close()
 
 
 def test_submit_get_and_to_dict(store: JobStore) -> None:
@@ -149,23 +173,22 @@ def test_claim_takes_the_oldest_and_respects_concurrency_across_owners(store: Jo
     assert store.claim("w2", concurrency=5) is None  # nothing left
 
 
-def _claim_all(path: str, owner: str, concurrency: int) -> list[str]:
+def _claim_all(location: str, owner: str, concurrency: int) -> list[str]:
     """Runs in a pool process: claim until nothing more can be claimed."""
-    store = SQLiteJobStore(Path(path))
+    store = open_job_store(location)
     claimed = []
     while (job := store.claim(owner, concurrency=concurrency)) is not None:
         claimed.append(job.id)
+    store.close()
     return claimed
 
 
 @pytest.mark.parametrize("concurrency", [20, 7])
-def test_processes_racing_to_claim_take_each_job_once(tmp_path: Path, concurrency: int) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    store = SQLiteJobStore(path)
+def test_processes_racing_to_claim_take_each_job_once(store: JobStore, concurrency: int) -> None:
     ids = {store.submit("softmax", {}, False, queue_limit=100).id for _ in range(20)}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=context) as pool:
-        futures = [pool.submit(_claim_all, str(path), f"w{i}", concurrency) for i in range(4)]
+        futures = [pool.submit(_claim_all, store.location, f"w{i}", concurrency) for i in range(4)]
         claims = [job_id for future in futures for job_id in future.result(timeout=120)]
     assert len(claims) == len(set(claims)) == concurrency  # never twice, never too many
     assert set(claims) <= ids
@@ -295,3 +318,48 @@ def test_prune_forgets_the_oldest_ended_jobs_only(store: JobStore) -> None:
     assert store.prune(keep=0) == 1
     assert {job.status for job in store.list()} == {"queued", "running"}
     assert not {"queued", "running"} & TERMINAL
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def test_the_location_never_holds_the_password(postgres: Postgres) -> None:
+    store = PostgresJobStore(postgres.url)
+    try:
+        assert "softserve-test-password" not in store.location
+        assert store.location == f"postgresql://softserve@127.0.0.1:{postgres.port}/softserve"
+    finally:
+        store.close()
+
+
+def _submit_many(location: str, n: int, limit: int) -> tuple[int, int]:
+    """Runs in a pool process (a replica of its own): submit ``n``; (accepted, refused)."""
+    store = open_job_store(location)
+    accepted = refused = 0
+    for _ in range(n):
+        try:
+            store.submit("softmax", {}, False, queue_limit=limit)
+            accepted += 1
+        except QueueFull:
+            refused += 1
+    store.close()
+    return accepted, refused
+
+
+def test_the_queue_limit_holds_across_replicas(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four processes, each with its own pool, submit 10 jobs each against a limit of 15: the
+    limit holds over all of them together, and every refusal is a QueueFull."""
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS softserve_jobs, softserve_schema")
+    monkeypatch.setenv("SOFTSERVE_DATABASE_URL", postgres.url)
+    store = PostgresJobStore(postgres.url)
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(4, mp_context=context) as pool:
+            results = list(pool.map(_submit_many, [store.location] * 4, [10] * 4, [15] * 4))
+        assert sum(a for a, _ in results) == 15 and sum(r for _, r in results) == 25
+        assert store.counts()["queued"] == 15
+    finally:
+        store.close()
