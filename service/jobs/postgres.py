@@ -18,6 +18,7 @@ the URL from its environment.
 from __future__ import annotations
 
 import builtins
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from trainer.timestamps import utc_now_iso
 if TYPE_CHECKING:
     from service.modelstore import Promotion
 
-__all__ = ["SCHEMA_VERSION", "PostgresJobStore", "without_password"]
+__all__ = ["SCHEMA_VERSION", "PostgresJobStore", "env_url", "without_password"]
 
 SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x50F7_0001  # advisory lock keys: schema changes, and submit/claim
@@ -71,6 +72,13 @@ def without_password(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_url(location: str) -> str:
+    """The URL to open ``location`` with: SOFTSERVE_DATABASE_URL when it names the same
+    database (it holds the password, which locations leave out), else the location."""
+    url = os.environ.get("SOFTSERVE_DATABASE_URL", "")
+    return url if url and without_password(url) == location else location
 
 
 def _job(row: dict[str, Any]) -> Job:

@@ -8,7 +8,6 @@ embedded default.
 from __future__ import annotations
 
 import builtins
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -99,10 +98,9 @@ def open_job_store(location: str) -> JobStore:
     PostgreSQL location has no password: the URL comes from SOFTSERVE_DATABASE_URL in the
     environment when it names the same database."""
     if location.startswith(("postgresql://", "postgres://")):
-        from service.jobs.postgres import PostgresJobStore, without_password
+        from service.jobs.postgres import PostgresJobStore, env_url
 
-        url = os.environ.get("SOFTSERVE_DATABASE_URL", "")
-        return PostgresJobStore(url if url and without_password(url) == location else location)
+        return PostgresJobStore(env_url(location))
     from service.jobs.sqlite import SQLiteJobStore
 
     return SQLiteJobStore(Path(location))

@@ -169,7 +169,14 @@ class ModelStore(Protocol):
 
 
 def open_model_store(location: str) -> ModelStore:
-    """The store at ``location`` (a `ModelStore.location`), opened again, e.g. in a child."""
+    """The store at ``location`` (a `ModelStore.location`), opened again, e.g. in a child. A
+    PostgreSQL location has no password: the URL comes from SOFTSERVE_DATABASE_URL in the
+    environment when it names the same database."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from service.jobs.postgres import env_url
+        from service.modelstore.postgres import PostgresModelStore
+
+        return PostgresModelStore(env_url(location))
     from service.modelstore.folder import FolderModelStore
 
     return FolderModelStore(Path(location))

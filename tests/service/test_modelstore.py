@@ -1,5 +1,6 @@
-"""The model store: the contract every backend keeps (parametrized over the backends; the
-folder today), the promotion rule they share, and what only the folder does."""
+"""The model store: the contract every backend keeps (parametrized over the backends: the
+folder, and a real PostgreSQL server), the promotion rule they share, and what only the folder
+does."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from service.modelstore import (
@@ -20,6 +22,8 @@ from service.modelstore import (
     open_model_store,
 )
 from service.modelstore.folder import STALE_TMP_SECONDS, FolderModelStore
+from service.modelstore.postgres import CHANNEL, PostgresModelStore
+from tests.support.postgres import Postgres, running_postgres
 from tests.support.server import SHIPPED
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
@@ -40,13 +44,33 @@ def shipped() -> Artifact:
     return artifacts.load(SHIPPED / "softmax.npz")
 
 
-@pytest.fixture(params=["folder"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelStore]:
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["folder", "postgres"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModelStore]:
     """An empty store of each backend, seeded with the shipped models."""
-    opened = open_model_store(str(tmp_path / "models")) if request.param == "folder" else None
-    assert opened is not None
-    opened.seed_from(SHIPPED)
-    yield opened
+    if request.param == "folder":
+        opened: ModelStore = open_model_store(str(tmp_path / "models"))
+        opened.seed_from(SHIPPED)
+        yield opened
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    with psycopg.connect(server.url, autocommit=True) as conn:  # each test on an empty database
+        conn.execute("DROP TABLE IF EXISTS softserve_models, softserve_model_versions,"
+                     " softserve_schema")  # fmt: skip
+    monkeypatch.setenv("SOFTSERVE_DATABASE_URL", server.url)
+    database = PostgresModelStore(server.url)
+    assert database.problem() is not None and "holds no models" in database.problem()  # type: ignore[operator]
+    assert database.seed_from(SHIPPED) == ["binary", "softmax"]
+    assert database.seed_from(SHIPPED) == []  # seeded once
+    yield database
+    database.close()
 
 
 # --- the contract ---------------------------------------------------------------------------
@@ -61,7 +85,6 @@ def test_names_and_the_active_versions(store: ModelStore, shipped: Artifact) -> 
 
 
 def test_an_active_version_once_loaded_is_kept(store: ModelStore, shipped: Artifact) -> None:
-    assert shipped.version not in store.versions("softmax")
     store.load_active("softmax")
     assert store.versions("softmax") == [shipped.version]
     assert store.load_version("softmax", shipped.version).version == shipped.version
@@ -234,3 +257,46 @@ def test_a_model_of_other_classes_is_promoted_only_by_force() -> None:
     assert not decision.promoted
     assert "answers ['not Shirt', 'Shirt'], this one ['not Sandal', 'Sandal']" in decision.reason
     assert decide_promotion(shirt, sandal, force=True).promoted
+
+
+# --- PostgreSQL only --------------------------------------------------------------------------
+
+
+def test_a_promotion_and_an_activation_are_each_notified(
+    postgres: Postgres, shipped: Artifact
+) -> None:
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS softserve_models, softserve_model_versions,"
+                     " softserve_schema")  # fmt: skip
+    database = PostgresModelStore(postgres.url)
+    try:
+        database.seed_from(SHIPPED)
+        with psycopg.connect(postgres.url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {CHANNEL}")
+            better = variant(shipped, accuracy=0.99)
+            assert database.promote("softmax", better).promoted
+            database.promote("softmax", variant(shipped, accuracy=0.1))  # kept, not promoted
+            database.activate("softmax", shipped.version)
+            heard = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+        assert heard == ["softmax", "softmax"]
+        assert "softserve-test-password" not in database.location
+    finally:
+        database.close()
+
+
+def test_a_damaged_version_in_the_database_is_refused_without_server_paths(
+    postgres: Postgres, shipped: Artifact
+) -> None:
+    database = PostgresModelStore(postgres.url)
+    try:
+        database.seed_from(SHIPPED)
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE softserve_model_versions SET npz = %s WHERE name = 'softmax'", (b"junk",)
+            )
+        with pytest.raises(ArtifactError) as caught:
+            database.load_active("softmax")
+        assert str(caught.value).startswith(f"softmax {shipped.version} in the database: ")
+        assert "/tmp" not in str(caught.value)
+    finally:
+        database.close()
