@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__, console, docs_offline
 from service.config import Settings
+from service.database import Database
 from service.drift import Drift
 from service.edge import EdgeMiddleware, Observer
 from service.error_handlers import add_error_handlers
@@ -29,9 +30,10 @@ from service.fastpath import FastPath
 from service.jobs.record import Job
 from service.jobs.runner import JobRunner
 from service.jobs.sqlite import SQLiteJobStore
+from service.jobs.store import JobStore
 from service.logs import STDERR, AccessLog, Writer, default_format
 from service.logs import configure as configure_logs
-from service.modelstore import StoreError
+from service.modelstore import ModelStore, StoreError
 from service.modelstore.folder import FolderModelStore
 from service.predicting import Limits, Predictor
 from service.registry import Registry
@@ -177,6 +179,8 @@ async def _running(
     restore_signals = _notice_shutdown(state.stopping)
     await state.runner.start()
     watcher = asyncio.create_task(_watch(state))
+    if state.database is not None:  # promotions on any replica arrive at once
+        state.database.listen(state.registry.refresh)
     drift = state.predictor.drift
     keeper = asyncio.create_task(drift.run(lambda: state.registry.models)) if drift else None
     try:
@@ -190,13 +194,25 @@ async def _running(
         if drift is not None:
             drift.close()
         await state.runner.stop()
+        if state.database is not None:
+            await asyncio.to_thread(state.database.close)
         restore_signals()
         app.state.softserve = None
         holder.pop("state", None)
 
 
 def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
-    store = FolderModelStore(settings.model_dir)
+    database = None
+    store: ModelStore
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        # A training child opens the stores again by their locations, which leave the password
+        # out: it finds the URL in the environment it inherits, never on a command line.
+        os.environ["SOFTSERVE_DATABASE_URL"] = url
+        database = Database(url)
+        store = database.models
+    else:
+        store = FolderModelStore(settings.model_dir)
     if settings.seed_dir is not None:
         try:
             seeded = store.seed_from(settings.seed_dir)
@@ -227,7 +243,10 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
             "model answers 503 until it is",
             settings.default_model,
         )
-    jobs = SQLiteJobStore(settings.job_store_dir / "jobs.sqlite3")
+    jobs: JobStore = (
+        database.jobs if database is not None
+        else SQLiteJobStore(settings.job_store_dir / "jobs.sqlite3")
+    )  # fmt: skip
     jobs.prune(settings.jobs_kept)
 
     def finished(job: Job) -> None:
@@ -260,7 +279,9 @@ def _build_state(settings: Settings, telemetry: Telemetry) -> AppState:
         settings.job_store_dir.resolve(),
     )  # fmt: skip
     testset = TestSet(settings.data_dir)
-    return AppState(settings, store, registry, predictor, jobs, runner, telemetry, testset)
+    return AppState(
+        settings, store, registry, predictor, jobs, runner, telemetry, testset, database
+    )
 
 
 def _notice_shutdown(stopping: asyncio.Event) -> Callable[[], None]:

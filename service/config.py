@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds between each worker's looks at the model folder for new versions",
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description="`postgresql://user:password@host:5432/db`: jobs and models in PostgreSQL "
+        "15+, shared by every replica (docs/deployment.md); unset: SQLite and the model folder",
+    )
     replica_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from service.database import FAILURES, unavailable
 from service.edge import ERROR, REQUEST_ID
 from service.errors import (
     BadRequest,
@@ -92,6 +93,12 @@ def add_error_handlers(app: FastAPI) -> None:
         return _response(
             request, ServiceError(message, code=code, headers=headers, status=exc.status_code)
         )
+
+    async def database_failed(request: Request, exc: Exception) -> Response:
+        return _response(request, unavailable(exc))  # the shared database went away: a 503
+
+    for failure in FAILURES:
+        app.add_exception_handler(failure, database_failed)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -142,6 +142,12 @@ DRIFT: dict[str, Any] = {
 }
 METRICS: dict[str, Any] = {
     "replica": "softserve-0",
+    "database": {
+        "backend": "postgresql",
+        "listener_connected": True,
+        "last_sync_seconds_ago": 12.5,
+        "error": None,
+    },
     "models": {
         "softmax": {
             "version": VERSION,

@@ -143,11 +143,29 @@ class Live(_Reply):
     pid: int = Field(description="the worker that answered, behind one port")
 
 
+class DatabaseStatus(_Reply):
+    backend: Literal["sqlite", "postgresql"] = Field(
+        description="sqlite: the embedded default; postgresql: SOFTSERVE_DATABASE_URL"
+    )
+    listener_connected: bool | None = Field(
+        description="postgresql: whether this worker hears promotions as they happen"
+    )
+    last_sync_seconds_ago: float | None = Field(
+        description="postgresql: since this worker last synchronised its models on a notice"
+    )
+    error: str | None = Field(description="postgresql: why the listener is disconnected")
+
+
 class Ready(_Reply):
     model_config = _shown(examples.READY)
     status: Literal["ready"]
     models: dict[str, str] = Field(description="served model -> active version")
     problems: dict[str, str] = Field(description="model -> a problem that left it serving")
+    database: DatabaseStatus | None = Field(
+        None,
+        description="where jobs and models are kept; a lost database shows here, and "
+        "readiness holds: predictions go on from memory",
+    )
 
 
 # --- /models ----------------------------------------------------------------------------------
@@ -399,6 +417,7 @@ class MetricsReport(_Reply):
     model_config = _shown(examples.METRICS)
 
     replica: str = Field(description="the replica that answered (SOFTSERVE_REPLICA_NAME)")
+    database: DatabaseStatus
     models: dict[str, ModelMetrics]
     jobs: JobMetrics
     requests: list[RequestStats] = Field(

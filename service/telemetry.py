@@ -181,7 +181,11 @@ class _StateCollector(Collector):
                     if (value := values.get(metric)) is not None:
                         binary.add_metric([*key, metric], float(value))
         jobs = GaugeMetricFamily("softserve_jobs", "Training jobs by state", labels=["state"])
-        for state, count in sorted(self._job_counts().items()):
+        try:
+            counts = self._job_counts()
+        except Exception:  # the job store is away (a lost database): the rest still scrapes
+            counts = {}
+        for state, count in sorted(counts.items()):
             jobs.add_metric([state], count)
         replica = GaugeMetricFamily(
             "softserve_replica_info",

@@ -88,7 +88,7 @@ def _job(row: dict[str, Any]) -> Job:
 class PostgresJobStore:
     """The ``softserve_jobs`` table of the database at ``url`` (a `JobStore`)."""
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, timeout=timeout, open=True,

@@ -89,7 +89,7 @@ def from_bytes(data: bytes, name: str, version: str) -> Artifact:
 class PostgresModelStore:
     """Models in the database at ``url`` (a `ModelStore`)."""
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, timeout=timeout, open=True,

@@ -23,7 +23,9 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     "/test/random",
     summary="A random image of the test split, with its true class",
     response_model=TestImage,
-    responses=errors({404: "Unknown model or version", 503: "No dataset on this machine"}),
+    responses=errors(
+        {404: "Unknown model or version", 422: "Invalid request", 503: "No dataset on this machine"}
+    ),
 )
 async def random_test_image(
     request: Request, model: str | None = None, version: str | None = None

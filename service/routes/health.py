@@ -38,6 +38,7 @@ async def ready(request: Request) -> dict[str, Any]:
         "status": "ready",
         "models": {name: served.version for name, served in sorted(registry.models.items())},
         "problems": dict(registry.problems),
+        "database": state.database_status(),
     }
 
 

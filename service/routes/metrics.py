@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from starlette.concurrency import run_in_threadpool
 
+from service.database import FAILURES
 from service.schemas import MetricsReport
 from service.state import AppState, get_state
 from trainer.metrics import SPLITS
@@ -50,7 +51,12 @@ async def metrics(request: Request) -> Response:
 
 def _report(state: AppState) -> dict[str, Any]:
     """The JSON body (a `MetricsReport`)."""
-    recent = state.jobs.list(limit=_RECENT_JOBS)
+    try:
+        recent = state.jobs.list(limit=_RECENT_JOBS)
+        running_jobs = state.jobs.list(limit=1000, status="running")
+        counts = state.jobs.counts()
+    except FAILURES:  # the database is away: the rest of the report still comes
+        recent, running_jobs, counts = [], [], {}
     job_of = {j.version: j.id for j in recent if j.version and j.promoted}
     models: dict[str, Any] = {}
     for name, served in sorted(state.registry.models.items()):
@@ -65,11 +71,11 @@ def _report(state: AppState) -> dict[str, Any]:
         }
     running = [
         {"job_id": j.id, "model": j.model, "progress": j.progress, "latest": j.latest}
-        for j in state.jobs.list(limit=1000, status="running")
+        for j in running_jobs
     ]
-    jobs = {"counts": state.jobs.counts(), "running": running}
+    jobs = {"counts": counts, "running": running}
     return {
-        "replica": state.settings.replica_name, "models": models, "jobs": jobs,
-        "drift": state.drift_report(),
+        "replica": state.settings.replica_name, "database": state.database_status(),
+        "models": models, "jobs": jobs, "drift": state.drift_report(),
         "requests": state.telemetry.requests(),
     }  # fmt: skip

@@ -113,6 +113,12 @@ def test_ready_lists_the_served_versions(
         "status": "ready",
         "models": {name: a.version for name, a in sorted(shipped.items())},
         "problems": {},
+        "database": {
+            "backend": "sqlite",
+            "listener_connected": None,
+            "last_sync_seconds_ago": None,
+            "error": None,
+        },
     }
 
 
