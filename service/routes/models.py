@@ -122,11 +122,16 @@ async def get_drift(request: Request, name: str) -> dict[str, Any]:
     "/{name}/confusion",
     summary="A version's confusion matrix on the dataset's test split",
     response_model=Confusion,
-    responses={**_ERRORS, 503: {"model": ErrorResponse, "description": "No dataset here"}},
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorResponse, "description": "Trained on other classes than the data's"},
+        503: {"model": ErrorResponse, "description": "No dataset here"},
+    },
 )
 async def get_confusion(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
     """The active version's (or ``?version=``'s) counts of true against predicted class, over
     the test split of SOFTSERVE_DATA_DIR (computed when asked: about 10 ms for 10,000 images);
+    409, code `dataset_mismatch`, for a version trained on other classes than the dataset's;
     503, code `dataset_unavailable`, where there is no dataset."""
     state = get_state(request)
     served = await state.predictor.model(name, version)
