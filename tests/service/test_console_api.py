@@ -130,3 +130,23 @@ def test_metrics_count_each_routes_requests_with_latency_percentiles(
     row = rows["/predict", "POST"]
     assert row["count"] >= 31 and row["by_status"]["2xx"] >= 30 and row["by_status"]["4xx"] >= 1
     assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+
+
+@pytest.mark.skipif(find_files(REAL_DIR) is None, reason="Fashion-MNIST not installed")
+def test_a_model_of_other_classes_gets_a_409_for_its_confusion_matrix(tmp_path: Path) -> None:
+    """A model trained on other data (here: the shipped softmax, its classes renamed) has no
+    confusion matrix on this dataset: a 409 that says why, never a wrong matrix."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("softmax", "binary"):
+        shipped = artifacts.load(SHIPPED / f"{name}.npz")
+        meta = shipped.meta
+        if name == "softmax":
+            meta["class_names"] = [f"class {i}" for i in range(10)]
+        artifacts.save(
+            artifacts.Artifact(shipped.weights, shipped.bias, meta), models / f"{name}.npz"
+        )
+    env = {"SOFTSERVE_DATA_DIR": str(REAL_DIR)}
+    with run_server(tmp_path / "server", env, model_dir=models) as server, server.client() as c:
+        assert_error(c.get("/models/softmax/confusion"), 409, "dataset_mismatch", "class 0")
+        assert c.get("/models/binary/confusion").status_code == 200
