@@ -220,6 +220,11 @@ def test_training_draws_live_curves_cancel_works_and_activate_changes_the_pages(
     expect(p.locator(".error[data-for=epochs]")).to_contain_text("greater than", timeout=WAIT)
     expect(p.locator("#f-epochs")).to_have_attribute("aria-invalid", "true")
     expect(p.locator("#f-epochs")).to_be_focused()
+    p.fill("#f-epochs", "500")  # within the schema, over SOFTSERVE_TRAIN_MAX_EPOCHS (200)
+    p.click("#train-form button[type=submit]")
+    expect(p.locator(".error[data-for=epochs]")).to_contain_text(
+        "SOFTSERVE_TRAIN_MAX_EPOCHS", timeout=WAIT
+    )
     p.fill("#f-epochs", "3")
     p.check("#f-force")
     p.click("#train-form button[type=submit]")

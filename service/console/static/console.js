@@ -424,6 +424,15 @@ async function submitTraining(event) {
         if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
       }
     }
+    if (!first && error.status === 422) {  // a check without a location names its field first
+      const field = NUMBERS.concat(["positive", "negative"]).find((f) => error.message.startsWith(`${f} `));
+      const span = field && form.querySelector(`.error[data-for="${field}"]`);
+      if (span) {
+        span.textContent = error.message;
+        form.elements[field].setAttribute("aria-invalid", "true");
+        first = form.elements[field];
+      }
+    }
     if (first) first.focus();
     else showError("train-error", tokenError(error));
   }
