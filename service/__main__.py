@@ -1,4 +1,5 @@
 """``python -m service [--host H] [--port P] [--workers N]``: uvicorn on service.app:app.
+(``python -m service models import|export DIR``: see service/models_cli.py.)
 
 The options default to SOFTSERVE_HOST, SOFTSERVE_HTTP_PORT and SOFTSERVE_WORKERS; every other
 setting comes from SOFTSERVE_* environment variables (docs/configuration.md), which each worker
@@ -22,6 +23,11 @@ from service.logs import default_format, uvicorn_config
 
 
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["models"]:  # python -m service models import|export DIR
+        from service import models_cli
+
+        sys.exit(models_cli.main(given[1:]))
     try:
         settings = Settings()
     except ValidationError as exc:
