@@ -24,8 +24,9 @@ import psycopg
 import psycopg_pool
 
 from service.errors import ServiceUnavailable
-from service.jobs.postgres import PostgresJobStore, without_password
+from service.jobs.postgres import PostgresJobStore
 from service.modelstore.postgres import CHANNEL, PostgresModelStore
+from service.pg import without_password
 
 __all__ = ["FAILURES", "Database", "unavailable"]
 

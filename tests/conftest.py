@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny synthetic dataset on disk, and the real Fashion-MNIST when installed."""
+"""Shared fixtures: a tiny synthetic dataset on disk, the real Fashion-MNIST when installed, and
+a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from tests.ci import unavailable
+from tests.support.postgres import Postgres, running_postgres
 from tests.synthetic import write_dataset
 from trainer.data import find_files
 
@@ -48,3 +51,11 @@ def _first_test_images(folder: Path) -> tuple[NDArray[np.uint8], NDArray[np.uint
 
     data = load_dataset(folder)
     return data.test_images[:N_TEST_IMAGES].copy(), data.test_labels[:N_TEST_IMAGES].copy()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session's store tests (`Postgres.empty` resets it). A
+    module that stops or restarts its server runs its own instead."""
+    with running_postgres() as server:
+        yield server

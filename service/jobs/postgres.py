@@ -18,37 +18,28 @@ the URL from its environment.
 from __future__ import annotations
 
 import builtins
-import os
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
 from service.jobs.store import QueueFull
+from service.pg import QUEUE_LOCK, Connection, migrate, open_pool, transaction, without_password
 from trainer.timestamps import utc_now_iso
 
 if TYPE_CHECKING:
     from service.modelstore import Promotion
 
-__all__ = ["SCHEMA_VERSION", "PostgresJobStore", "env_url", "without_password"]
+__all__ = ["SCHEMA_VERSION", "PostgresJobStore"]
 
 SCHEMA_VERSION = 1
-_MIGRATION_LOCK = 0x50F7_0001  # advisory lock keys: schema changes, and submit/claim
-_QUEUE_LOCK = 0x50F7_0002
 _TERMINAL = sorted(TERMINAL)
 _FIELDS = tuple(field.name for field in fields(Job))
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS softserve_schema (
-    component TEXT PRIMARY KEY, version INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS softserve_jobs (
     seq BIGSERIAL PRIMARY KEY,  -- submission order: the ids are random
     id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, params JSONB NOT NULL, force BOOLEAN NOT NULL,
@@ -62,25 +53,6 @@ CREATE INDEX IF NOT EXISTS softserve_jobs_by_status ON softserve_jobs (status, s
 """
 
 
-def without_password(url: str) -> str:
-    """``url`` with any password left out: what may be logged, stored or passed on."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def env_url(location: str) -> str:
-    """The URL to open ``location`` with: SOFTSERVE_DATABASE_URL when it names the same
-    database (it holds the password, which locations leave out), else the location."""
-    url = os.environ.get("SOFTSERVE_DATABASE_URL", "")
-    return url if url and without_password(url) == location else location
-
-
 def _job(row: dict[str, Any]) -> Job:
     return Job(**{name: row[name] for name in _FIELDS})
 
@@ -90,49 +62,22 @@ class PostgresJobStore:
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, timeout=timeout, open=True,
-            kwargs={"row_factory": dict_row, "connect_timeout": max(int(timeout), 1)},
-        )  # fmt: skip
-        self._migrate()
+        self._pool = open_pool(url, size=pool_size, timeout=timeout)
+        migrate(self._pool, "jobs", _SCHEMA, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
 
-    @contextmanager
-    def _tx(self, lock: int | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """One transaction; with ``lock``, holding that advisory lock until it ends."""
-        with self._pool.connection() as conn, conn.transaction():
-            if lock is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            yield conn  # type: ignore[misc]
-
-    def _migrate(self) -> None:
-        with self._tx(_MIGRATION_LOCK) as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute(
-                "SELECT version FROM softserve_schema WHERE component = 'jobs'"
-            ).fetchone()
-            if row is not None and row["version"] > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the database's job schema is version {row['version']}, newer than this "
-                    f"softserve knows ({SCHEMA_VERSION}): upgrade softserve"
-                )
-            conn.execute(
-                "INSERT INTO softserve_schema (component, version) VALUES ('jobs', %s)"
-                " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
-                (SCHEMA_VERSION,),
-            )
+    def _tx(self, lock: int | None = None) -> AbstractContextManager[Connection]:
+        return transaction(self._pool, lock)
 
     def submit(
         self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int,
         request_id: str | None = None,
     ) -> Job:  # fmt: skip
         """Queue a job, or raise QueueFull when ``queue_limit`` jobs are already waiting."""
-        with self._tx(_QUEUE_LOCK) as conn:
+        with self._tx(QUEUE_LOCK) as conn:
             queued = _count(conn, "queued")
             if queued >= queue_limit:
                 jobs = "1 job is" if queued == 1 else f"{queued} jobs are"
@@ -189,7 +134,7 @@ class PostgresJobStore:
     def claim(self, owner: str, *, concurrency: int) -> Job | None:
         """Take the oldest queued job for ``owner``, if fewer than ``concurrency`` jobs run
         across every replica; each job goes to exactly one caller."""
-        with self._tx(_QUEUE_LOCK) as conn:
+        with self._tx(QUEUE_LOCK) as conn:
             if _count(conn, "running") >= concurrency:
                 return None
             row = conn.execute(
@@ -276,20 +221,20 @@ class PostgresJobStore:
             ).rowcount
 
 
-def _count(conn: psycopg.Connection[dict[str, Any]], status: str) -> int:
+def _count(conn: Connection, status: str) -> int:
     row = conn.execute(
         "SELECT COUNT(*) AS n FROM softserve_jobs WHERE status = %s", (status,)
     ).fetchone()
     return 0 if row is None else int(row["n"])
 
 
-def _get(conn: psycopg.Connection[dict[str, Any]], job_id: str) -> Job | None:
+def _get(conn: Connection, job_id: str) -> Job | None:
     row = conn.execute("SELECT * FROM softserve_jobs WHERE id = %s", (job_id,)).fetchone()
     return None if row is None else _job(row)
 
 
 def _end(
-    conn: psycopg.Connection[dict[str, Any]],
+    conn: Connection,
     job_id: str,
     status: JobStatus,
     error: str | None,

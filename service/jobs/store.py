@@ -98,7 +98,8 @@ def open_job_store(location: str) -> JobStore:
     PostgreSQL location has no password: the URL comes from SOFTSERVE_DATABASE_URL in the
     environment when it names the same database."""
     if location.startswith(("postgresql://", "postgres://")):
-        from service.jobs.postgres import PostgresJobStore, env_url
+        from service.jobs.postgres import PostgresJobStore
+        from service.pg import env_url
 
         return PostgresJobStore(env_url(location))
     from service.jobs.sqlite import SQLiteJobStore

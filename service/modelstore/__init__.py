@@ -173,8 +173,8 @@ def open_model_store(location: str) -> ModelStore:
     PostgreSQL location has no password: the URL comes from SOFTSERVE_DATABASE_URL in the
     environment when it names the same database."""
     if location.startswith(("postgresql://", "postgres://")):
-        from service.jobs.postgres import env_url
         from service.modelstore.postgres import PostgresModelStore
+        from service.pg import env_url
 
         return PostgresModelStore(env_url(location))
     from service.modelstore.folder import FolderModelStore

@@ -13,25 +13,20 @@ as the model folder, kept by the same suite.
 - The tables are created under an advisory lock with a schema-version row; seeding takes the
   same lock, so replicas that start together seed once.
 
-Not wired to the service yet: SOFTSERVE_DATABASE_URL, LISTEN, and the health of a lost database
-come next (issue 11).
+`service.database` wires it to SOFTSERVE_DATABASE_URL and listens for the notices.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-from service.jobs.postgres import without_password
 from service.modelstore import (
     NAME_RE,
     Promotion,
@@ -40,6 +35,7 @@ from service.modelstore import (
     check_version,
     decide_promotion,
 )
+from service.pg import MIGRATION_LOCK, Connection, migrate, open_pool, transaction, without_password
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
 
@@ -47,11 +43,7 @@ __all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresModelStore"]
 
 SCHEMA_VERSION = 1
 CHANNEL = "softserve_models"  # NOTIFY'd with a model's name when its active version changes
-_LOCK = 0x50F7_0001  # the advisory lock of schema changes and seeding (shared with the jobs')
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS softserve_schema (
-    component TEXT PRIMARY KEY, version INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS softserve_model_versions (
     name TEXT NOT NULL, version TEXT NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
     npz BYTEA NOT NULL, test_accuracy DOUBLE PRECISION, metrics JSONB NOT NULL,
@@ -91,40 +83,15 @@ class PostgresModelStore:
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, timeout=timeout, open=True,
-            kwargs={"row_factory": dict_row, "connect_timeout": max(int(timeout), 1)},
-        )  # fmt: skip
-        self._migrate()
+        self._pool = open_pool(url, size=pool_size, timeout=timeout)
+        migrate(self._pool, "models", _SCHEMA, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn  # type: ignore[misc]
-
-    def _migrate(self) -> None:
-        with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute(
-                "SELECT version FROM softserve_schema WHERE component = 'models'"
-            ).fetchone()
-            if row is not None and row["version"] > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the database's model schema is version {row['version']}, newer than this "
-                    f"softserve knows ({SCHEMA_VERSION}): upgrade softserve"
-                )
-            conn.execute(
-                "INSERT INTO softserve_schema (component, version) VALUES ('models', %s)"
-                " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
-                (SCHEMA_VERSION,),
-            )
+    def _tx(self, lock: int | None = None) -> AbstractContextManager[Connection]:
+        return transaction(self._pool, lock)
 
     def names(self) -> list[str]:
         with self._tx() as conn:
@@ -141,11 +108,7 @@ class PostgresModelStore:
     def load_active(self, name: str) -> Artifact:
         check_name(name)
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT v.version, v.npz FROM softserve_models m JOIN softserve_model_versions v"
-                " ON v.name = m.name AND v.version = m.active_version WHERE m.name = %s",
-                (name,),
-            ).fetchone()
+            row = _active_row(conn, name)
         if row is None:
             raise StoreError(self.absent(name))
         return from_bytes(bytes(row["npz"]), name, row["version"])
@@ -178,7 +141,7 @@ class PostgresModelStore:
         data = to_bytes(artifact)
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
-            current = self._active_in(conn, name)
+            current = _active_in(conn, name)
             promotion = decide_promotion(current, artifact, force=force)
             _insert(conn, name, artifact, data)
             if promotion.promoted:
@@ -192,19 +155,6 @@ class PostgresModelStore:
             _point(conn, name, version)
         return artifact
 
-    def _active_in(self, conn: psycopg.Connection[dict[str, Any]], name: str) -> Artifact | None:
-        row = conn.execute(
-            "SELECT v.version, v.npz FROM softserve_models m JOIN softserve_model_versions v"
-            " ON v.name = m.name AND v.version = m.active_version WHERE m.name = %s",
-            (name,),
-        ).fetchone()
-        if row is None:
-            return None
-        try:
-            return from_bytes(bytes(row["npz"]), name, row["version"])
-        except ArtifactError:
-            return None  # an active version that no longer validates is no bar to a new one
-
     def seed_from(self, source: Path) -> list[str]:
         """Put in each model of the folder ``source`` that the database has never had (no
         versions at all), under the seeding lock; a bad file is skipped and named in the
@@ -212,8 +162,7 @@ class PostgresModelStore:
         seeded: list[str] = []
         problems: list[str] = []
         files = sorted(p for p in source.glob("*.npz") if NAME_RE.fullmatch(p.stem))
-        with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        with self._tx(MIGRATION_LOCK) as conn:
             for path in files:
                 name = path.stem
                 known = conn.execute(
@@ -251,9 +200,28 @@ class PostgresModelStore:
         )
 
 
-def _insert(
-    conn: psycopg.Connection[dict[str, Any]], name: str, artifact: Artifact, data: bytes
-) -> None:
+def _active_row(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The version and bytes of ``name``'s active version, or None."""
+    return conn.execute(
+        "SELECT v.version, v.npz FROM softserve_models m JOIN softserve_model_versions v"
+        " ON v.name = m.name AND v.version = m.active_version WHERE m.name = %s",
+        (name,),
+    ).fetchone()
+
+
+def _active_in(conn: Connection, name: str) -> Artifact | None:
+    """The active version as the promotion rule sees it: one that no longer validates is no
+    bar to a new one."""
+    row = _active_row(conn, name)
+    if row is None:
+        return None
+    try:
+        return from_bytes(bytes(row["npz"]), name, row["version"])
+    except ArtifactError:
+        return None
+
+
+def _insert(conn: Connection, name: str, artifact: Artifact, data: bytes) -> None:
     """Store a version once: the same version again changes nothing (versions are immutable)."""
     conn.execute(
         "INSERT INTO softserve_model_versions (name, version, kind, sha256, npz, test_accuracy,"
@@ -264,7 +232,7 @@ def _insert(
     )  # fmt: skip
 
 
-def _point(conn: psycopg.Connection[dict[str, Any]], name: str, version: str) -> None:
+def _point(conn: Connection, name: str, version: str) -> None:
     """Move the model's active pointer and tell every listener, when the transaction commits."""
     conn.execute(
         "INSERT INTO softserve_models (name, active_version) VALUES (%s, %s)"

@@ -12,7 +12,6 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from service.jobs.postgres import PostgresJobStore
@@ -20,13 +19,7 @@ from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL
 from service.jobs.sqlite import SQLiteJobStore
 from service.jobs.store import JobStore, QueueFull, open_job_store
 from service.modelstore import Promotion
-from tests.support.postgres import Postgres, running_postgres
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
-        yield server
+from tests.support.postgres import Postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -37,8 +30,7 @@ def store(
         yield open_job_store(str(tmp_path / "state" / "jobs.sqlite3"))
         return
     server: Postgres = request.getfixturevalue("postgres")
-    with psycopg.connect(server.url, autocommit=True) as conn:  # each test on an empty database
-        conn.execute("DROP TABLE IF EXISTS softserve_jobs, softserve_schema")
+    server.empty()  # each test on an empty database
     monkeypatch.setenv("SOFTSERVE_DATABASE_URL", server.url)  # as a training child gets it
     opened = PostgresJobStore(server.url)
     yield opened
@@ -351,8 +343,7 @@ def test_the_queue_limit_holds_across_replicas(
 ) -> None:
     """Four processes, each with its own pool, submit 10 jobs each against a limit of 15: the
     limit holds over all of them together, and every refusal is a QueueFull."""
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS softserve_jobs, softserve_schema")
+    postgres.empty()
     monkeypatch.setenv("SOFTSERVE_DATABASE_URL", postgres.url)
     store = PostgresJobStore(postgres.url)
     try:

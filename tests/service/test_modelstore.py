@@ -23,7 +23,7 @@ from service.modelstore import (
 )
 from service.modelstore.folder import STALE_TMP_SECONDS, FolderModelStore
 from service.modelstore.postgres import CHANNEL, PostgresModelStore
-from tests.support.postgres import Postgres, running_postgres
+from tests.support.postgres import Postgres
 from tests.support.server import SHIPPED
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
@@ -44,12 +44,6 @@ def shipped() -> Artifact:
     return artifacts.load(SHIPPED / "softmax.npz")
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
-        yield server
-
-
 @pytest.fixture(params=["folder", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -61,9 +55,7 @@ def store(
         yield opened
         return
     server: Postgres = request.getfixturevalue("postgres")
-    with psycopg.connect(server.url, autocommit=True) as conn:  # each test on an empty database
-        conn.execute("DROP TABLE IF EXISTS softserve_models, softserve_model_versions,"
-                     " softserve_schema")  # fmt: skip
+    server.empty()  # each test on an empty database
     monkeypatch.setenv("SOFTSERVE_DATABASE_URL", server.url)
     database = PostgresModelStore(server.url)
     assert database.problem() is not None and "holds no models" in database.problem()  # type: ignore[operator]
@@ -265,9 +257,7 @@ def test_a_model_of_other_classes_is_promoted_only_by_force() -> None:
 def test_a_promotion_and_an_activation_are_each_notified(
     postgres: Postgres, shipped: Artifact
 ) -> None:
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS softserve_models, softserve_model_versions,"
-                     " softserve_schema")  # fmt: skip
+    postgres.empty()
     database = PostgresModelStore(postgres.url)
     try:
         database.seed_from(SHIPPED)

@@ -20,12 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from tests.ci import unavailable
 from tests.support.server import free_port
 
 __all__ = ["Postgres", "running_postgres"]
 
 USER, PASSWORD, DATABASE = "softserve", "softserve-test-password", "softserve"
+TABLES = ("softserve_jobs", "softserve_models", "softserve_model_versions", "softserve_schema")
 
 
 def _bin() -> Path | None:
@@ -75,6 +78,11 @@ class Postgres:
         """Run ``sql`` as the superuser over the cluster's own socket."""
         return self.run("psql", "-h", str(self.folder), "-p", str(self.port), "-U", "postgres",
                         "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc", sql)  # fmt: skip
+
+    def empty(self) -> None:
+        """Drop every softserve table, as a fresh database has none."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)} CASCADE")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
