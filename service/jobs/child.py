@@ -13,16 +13,18 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.record import INTERRUPTED, Job, JobStatus
 from service.jobs.store import JobStore, open_job_store
 from service.logs import LogFormat, stream_handler
 
 if TYPE_CHECKING:
-    from service.modelstore import ModelStore
+    from service.modelstore import ModelStore, Promotion
+    from trainer.artifacts import Artifact
     from trainer.fit import Progress
 
 __all__ = [
@@ -33,10 +35,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("softserve.jobs.child")
+T = TypeVar("T")
 
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 CANCELLED_BY_REQUEST = "cancelled by request"
 CANCELLED_SHUTDOWN = "cancelled: the server shut down"
+PERSIST_FOR = 120.0  # seconds a result is retried while the job store is unreachable
 PROGRESS_EVERY = 0.5  # seconds between progress writes within an epoch
 CANCEL_CHECK_EVERY = 0.2  # seconds between looks at the store's cancel flag
 
@@ -47,11 +51,16 @@ def run_job(
     model_store: str,
     data_dir: Path | None,
     parent_pid: int,
+    owner: str,
     log_format: LogFormat = "json",
 ) -> None:
     """Train job ``job_id`` and record its end in the job store at ``job_store``; a new version
-    reaches the model store at ``model_store`` only through its ``promote`` (atomic), after
-    training succeeded. Both are `location`s, opened here once the BLAS limits are set.
+    reaches the model store at ``model_store`` only through the job store's ``promote`` (atomic,
+    and fenced: only while ``owner``, the runner that claimed the job, still holds it), after
+    training succeeded. Both stores are `location`s, opened here once the BLAS limits are set.
+    Every write is fenced by ``owner``; a write the store cannot take for now (a database
+    restarting) is tried again for up to `PERSIST_FOR` seconds, progress excepted (it is
+    dropped: the next one comes soon).
 
     SIGTERM (sent by the runner when the server shuts down) cancels at the next batch; SIGINT is
     ignored, because a terminal's Ctrl-C reaches the whole process group and the server decides
@@ -64,7 +73,7 @@ def run_job(
     root = logging.getLogger("softserve")
     root.handlers, root.propagate = [stream_handler(log_format)], False
     root.setLevel(logging.INFO)
-    store = open_job_store(job_store)
+    store = _Fenced(open_job_store(job_store), owner)
     stop = _StopCheck(store, job_id, parent_pid)
     signal.signal(signal.SIGTERM, stop.on_sigterm)
     job = store.get(job_id)
@@ -78,10 +87,12 @@ def run_job(
     except Exception as exc:  # a bug, not a user's mistake: keep the traceback for the log
         log.exception("job %s failed", job_id)
         store.finish(job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        store.close()
 
 
 def _train(
-    store: JobStore, job: Job, models: ModelStore, data_dir: Path | None, stop: _StopCheck
+    store: _Fenced, job: Job, models: ModelStore, data_dir: Path | None, stop: _StopCheck
 ) -> None:
     from trainer.config import TrainConfig
     from trainer.data import load_dataset
@@ -104,24 +115,73 @@ def _train(
         stop.record()
         return
     try:
-        promotion = models.promote(job.model, artifact, force=job.force)
+        promotion = store.promote(job.id, models, artifact, force=job.force)
     except OSError as exc:  # a full disk, say; the reason without the server's paths
         log.exception("job %s could not save its version", job.id)
         reason = exc.strerror or type(exc).__name__
         store.finish(job.id, "failed", error=f"could not save the new version: {reason}")
         return
-    done = store.finish(job.id, "succeeded", promotion=promotion)
-    if not done:  # ended by someone else between the last check and the save
-        log.warning(
-            "job %s had already ended when its version %s was saved (%s)",
-            job.id, promotion.version, promotion.reason,
-        )  # fmt: skip
+    if promotion is None:  # cancelled, or ended by someone else (given up for dead): keep nothing
+        log.warning("job %s had ended or been cancelled before its version was kept", job.id)
+        stop.record()
+
+
+class _Fenced:
+    """The child's view of the job store: every write fenced by ``owner``, and retried while the
+    store says the failure may pass (`JobStore.transient`), for up to `PERSIST_FOR` seconds."""
+
+    def __init__(self, store: JobStore, owner: str) -> None:
+        self.store, self.owner = store, owner
+
+    def get(self, job_id: str) -> Job | None:
+        return self._retry(lambda: self.store.get(job_id))
+
+    def is_cancel_requested(self, job_id: str, *, otherwise: bool) -> bool:
+        """The store's answer, or ``otherwise`` when it cannot answer now."""
+        try:
+            return self.store.is_cancel_requested(job_id)
+        except self.store.transient:
+            return otherwise
+
+    def update_progress(
+        self, job_id: str, progress: dict[str, Any], record: dict[str, Any] | None
+    ) -> None:
+        try:
+            self.store.update_progress(job_id, progress, record, owner=self.owner)
+        except self.store.transient as e:  # dropped: progress is news, not a result
+            log.warning("job %s: progress not recorded: %s", job_id, str(e).splitlines()[0])
+
+    def finish(self, job_id: str, status: JobStatus, *, error: str | None = None) -> bool:
+        return self._retry(lambda: self.store.finish(job_id, status, error=error, owner=self.owner))
+
+    def promote(
+        self, job_id: str, models: ModelStore, artifact: Artifact, *, force: bool
+    ) -> Promotion | None:
+        return self._retry(
+            lambda: self.store.promote(job_id, self.owner, models, artifact, force=force)
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + PERSIST_FOR
+        pause = 0.2
+        while True:
+            try:
+                return call()
+            except self.store.transient as e:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("job store unavailable, trying again: %s", str(e).splitlines()[0])
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
 
 class _StopCheck:
     """``should_stop`` for the trainer: cancel requested, SIGTERM received, or parent gone."""
 
-    def __init__(self, store: JobStore, job_id: str, parent_pid: int) -> None:
+    def __init__(self, store: _Fenced, job_id: str, parent_pid: int) -> None:
         self.store, self.job_id, self.parent_pid = store, job_id, parent_pid
         self.terminated = False
         self.requested = False
@@ -139,7 +199,7 @@ class _StopCheck:
         now = time.monotonic()
         if fresh or now - self._checked >= CANCEL_CHECK_EVERY:
             self._checked = now
-            self.requested = self.store.is_cancel_requested(self.job_id)
+            self.requested = self.store.is_cancel_requested(self.job_id, otherwise=self.requested)
         return self.requested
 
     def record(self) -> None:
@@ -159,7 +219,7 @@ class _Reporter:
     """The trainer's progress callback: writes to the store every ``PROGRESS_EVERY`` seconds
     and at every epoch's end, with that epoch's record."""
 
-    def __init__(self, store: JobStore, job_id: str, refit: bool) -> None:
+    def __init__(self, store: _Fenced, job_id: str, refit: bool) -> None:
         self.store, self.job_id, self.refit = store, job_id, refit
         self.select_steps = 0  # known once the selection run reports its batches
         self.fraction = 0.0

@@ -6,13 +6,15 @@ same `JobStore` contract as `service.jobs.sqlite`, tested by the same suite.
   ``concurrency`` hold across every replica: two replicas never both see a free slot.
 - A claim takes the oldest queued row ``FOR UPDATE SKIP LOCKED``; it goes to one caller.
 - Heartbeats and staleness are measured by the database's clock, never a replica's.
-- A job's writes are fenced by its state: an ended job is never changed again.
+- A job's writes are fenced by its state (an ended job is never changed again) and, for its
+  owner's writes, by owner. Promotion keeps the version, moves the active pointer and ends the
+  job in one transaction with the job's row locked, so an owner given up for dead (its lease
+  expired, its job reaped) promotes nothing when it comes back.
 - The table is created (and later migrated) under another advisory lock, with a schema-version
   table, so replicas that start together do not race.
 
-Not wired to the service yet: SOFTSERVE_DATABASE_URL and the model store in PostgreSQL come next
-(issue 11). ``location`` leaves the password out; a child process opening the store again takes
-the URL from its environment.
+``location`` leaves the password out; a child process opening the store again takes the URL
+from its environment (`service.pg.env_url`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,25 @@ from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+import psycopg_pool
 from psycopg.types.json import Jsonb
 
-from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
+from service.jobs.record import (
+    CANCELLED_BEFORE_START,
+    INTERRUPTED,
+    STATUSES,
+    TERMINAL,
+    Job,
+    JobStatus,
+)
 from service.jobs.store import QueueFull
 from service.pg import QUEUE_LOCK, Connection, migrate, open_pool, transaction, without_password
 from trainer.timestamps import utc_now_iso
 
 if TYPE_CHECKING:
-    from service.modelstore import Promotion
+    from service.modelstore import ModelStore, Promotion
+    from trainer.artifacts import Artifact
 
 __all__ = ["SCHEMA_VERSION", "PostgresJobStore"]
 
@@ -59,6 +71,8 @@ def _job(row: dict[str, Any]) -> Job:
 
 class PostgresJobStore:
     """The ``softserve_jobs`` table of the database at ``url`` (a `JobStore`)."""
+
+    transient: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
@@ -119,10 +133,10 @@ class PostgresJobStore:
         A finished job is left as it is. Returns the job after, or None if there is none."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE softserve_jobs SET status = 'cancelled',"
-                " error = 'cancelled before it started', cancel_requested = TRUE,"
-                " finished_at = %s, updated_at = %s WHERE id = %s AND status = 'queued'",
-                (utc_now_iso(), utc_now_iso(precise=True), job_id),
+                "UPDATE softserve_jobs SET status = 'cancelled', error = %s,"
+                " cancel_requested = TRUE, finished_at = %s, updated_at = %s"
+                " WHERE id = %s AND status = 'queued'",
+                (CANCELLED_BEFORE_START, utc_now_iso(), utc_now_iso(precise=True), job_id),
             )
             conn.execute(
                 "UPDATE softserve_jobs SET cancel_requested = TRUE, updated_at = %s"
@@ -180,16 +194,19 @@ class PostgresJobStore:
         return [job for job in gone if job is not None]
 
     def update_progress(
-        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None
-    ) -> None:
+        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None,
+        *, owner: str | None = None,
+    ) -> None:  # fmt: skip
         """Record where a running job is (and a finished epoch, if given); bumps its heartbeat.
-        Nothing changes once the job has ended (cancelled or reaped meanwhile)."""
+        Nothing changes once the job has ended (cancelled or reaped meanwhile), nor, with
+        ``owner``, while another owner holds it."""
         added = Jsonb([epoch_record] if epoch_record is not None else [])
         with self._tx() as conn:
             conn.execute(
                 "UPDATE softserve_jobs SET progress = %s, history = history || %s,"
-                " heartbeat = now(), updated_at = %s WHERE id = %s AND status = 'running'",
-                (Jsonb(progress), added, utc_now_iso(precise=True), job_id),
+                " heartbeat = now(), updated_at = %s WHERE id = %s AND status = 'running'"
+                " AND (%s::text IS NULL OR owner = %s)",
+                (Jsonb(progress), added, utc_now_iso(precise=True), job_id, owner, owner),
             )
 
     def is_cancel_requested(self, job_id: str) -> bool:
@@ -203,12 +220,38 @@ class PostgresJobStore:
 
     def finish(
         self, job_id: str, status: JobStatus, *, error: str | None = None,
-        promotion: Promotion | None = None,
+        promotion: Promotion | None = None, owner: str | None = None,
     ) -> bool:  # fmt: skip
         if status not in TERMINAL:
             raise ValueError(f"finish needs a terminal status, got {status!r}")
         with self._tx() as conn:
-            return _end(conn, job_id, status, error, promotion) is not None
+            return _end(conn, job_id, status, error, promotion, owner) is not None
+
+    def promote(
+        self, job_id: str, owner: str, models: ModelStore, artifact: Artifact, *, force: bool
+    ) -> Promotion | None:
+        """With the job's row locked: the fence checked, the version kept and made active as the
+        rule says, and the job ended, in one transaction when ``models`` is this database (the
+        pointer's NOTIFY goes out at its commit); else the row stays locked while ``models``
+        keeps the version, so no cancel or reap slips in between."""
+        from service.modelstore.postgres import PostgresModelStore, promote_in, to_bytes
+
+        shared = isinstance(models, PostgresModelStore) and models.location == self.location
+        data = to_bytes(artifact) if shared else b""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT model FROM softserve_jobs WHERE id = %s AND owner = %s"
+                " AND status = 'running' AND NOT cancel_requested FOR UPDATE",
+                (job_id, owner),
+            ).fetchone()
+            if row is None:
+                return None
+            if shared:
+                promotion = promote_in(conn, row["model"], artifact, data, force=force)
+            else:
+                promotion = models.promote(row["model"], artifact, force=force)
+            _end(conn, job_id, "succeeded", None, promotion, owner)
+        return promotion
 
     def prune(self, keep: int) -> int:
         """Forget all but the newest ``keep`` finished jobs; returns how many were deleted."""
@@ -239,8 +282,10 @@ def _end(
     status: JobStatus,
     error: str | None,
     promotion: Promotion | None = None,
+    owner: str | None = None,
 ) -> Job | None:
-    """End a job that has not ended yet; returns it, or None if it had ended (or is unknown)."""
+    """End a job that has not ended yet (and, with ``owner``, that owner holds); returns it, or
+    None if it had ended (or is unknown, or another's)."""
     version, promoted, reason = (
         (None, None, None)
         if promotion is None
@@ -249,8 +294,9 @@ def _end(
     row = conn.execute(
         "UPDATE softserve_jobs SET status = %s, error = %s, version = %s, promoted = %s,"
         " promotion_reason = %s, finished_at = %s, updated_at = %s"
-        " WHERE id = %s AND NOT (status = ANY(%s)) RETURNING *",
+        " WHERE id = %s AND (%s::text IS NULL OR owner = %s) AND NOT (status = ANY(%s))"
+        " RETURNING *",
         (status, error, version, promoted, reason, utc_now_iso(), utc_now_iso(precise=True),
-         job_id, _TERMINAL),
+         job_id, owner, owner, _TERMINAL),
     ).fetchone()  # fmt: skip
     return None if row is None else _job(row)

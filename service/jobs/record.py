@@ -8,12 +8,13 @@ from typing import Any, Literal, get_args
 
 from trainer.timestamps import parse_utc
 
-__all__ = ["INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus"]
+__all__ = ["CANCELLED_BEFORE_START", "INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus"]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 INTERRUPTED = "interrupted: the server stopped while the job was running"
+CANCELLED_BEFORE_START = "cancelled before it started"
 
 
 @dataclass(frozen=True)

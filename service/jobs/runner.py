@@ -196,6 +196,7 @@ class JobRunner:
                 self.models.location,
                 self.data_dir,
                 os.getpid(),
+                self.owner,
                 self.log_format,
             ),
             name=f"softserve-train-{job.id[:8]}",
@@ -205,7 +206,9 @@ class JobRunner:
             process.start()  # about a millisecond: the child's slow imports happen in the child
         except Exception as exc:
             error = f"could not start training: {exc}"
-            await asyncio.to_thread(self.store.finish, job.id, "failed", error=error)
+            await asyncio.to_thread(
+                self.store.finish, job.id, "failed", error=error, owner=self.owner
+            )
             raise
         self._children[job.id] = process
         log.info("job %s (%s) started in process %s", job.id, job.model, process.pid)
@@ -220,7 +223,7 @@ class JobRunner:
         reason = exit_reason(process.exitcode) if cancel_reason is None else cancel_reason
 
         def record() -> Job | None:
-            self.store.finish(job_id, status, error=reason)
+            self.store.finish(job_id, status, error=reason, owner=self.owner)
             return self.store.get(job_id)
 
         job = await asyncio.to_thread(record)

@@ -22,12 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL, Job, JobStatus
+from service.jobs.record import (
+    CANCELLED_BEFORE_START,
+    INTERRUPTED,
+    STATUSES,
+    TERMINAL,
+    Job,
+    JobStatus,
+)
 from service.jobs.store import QueueFull
 from trainer.timestamps import utc_now_iso
 
 if TYPE_CHECKING:  # not at run time: the training child opens this store before NumPy loads
-    from service.modelstore import Promotion
+    from service.modelstore import ModelStore, Promotion
+    from trainer.artifacts import Artifact
 
 __all__ = ["SQLiteJobStore"]
 
@@ -75,6 +83,8 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
 
 class SQLiteJobStore:
     """The job table in ``path``; every method is one short transaction (a `JobStore`)."""
+
+    transient: tuple[type[Exception], ...] = (sqlite3.OperationalError,)  # locked too long
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -154,10 +164,9 @@ class SQLiteJobStore:
             return None
         with self._write() as conn:
             conn.execute(
-                "UPDATE jobs SET status = 'cancelled', error = 'cancelled before it started',"
-                " cancel_requested = 1, finished_at = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'queued'",
-                (utc_now_iso(), utc_now_iso(precise=True), job_id),
+                "UPDATE jobs SET status = 'cancelled', error = ?, cancel_requested = 1,"
+                " finished_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
+                (CANCELLED_BEFORE_START, utc_now_iso(), utc_now_iso(precise=True), job_id),
             )
             conn.execute(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = ?"
@@ -219,14 +228,18 @@ class SQLiteJobStore:
         return [job for job in gone if job is not None]
 
     def update_progress(
-        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None
-    ) -> None:
-        """Record where a running job is (and a finished epoch, if given); bumps its heartbeat."""
+        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None,
+        *, owner: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record where a running job is (and a finished epoch, if given); bumps its heartbeat.
+        With ``owner``, only while that owner runs it."""
         if not self._exists():
             return
         with self._write() as conn:
             row = conn.execute(
-                "SELECT history FROM jobs WHERE id = ? AND status = 'running'", (job_id,)
+                "SELECT history FROM jobs WHERE id = ? AND status = 'running'"
+                " AND (? IS NULL OR owner = ?)",
+                (job_id, owner, owner),
             ).fetchone()
             if row is None:  # ended meanwhile (cancelled, reaped): nothing to add
                 return
@@ -258,14 +271,33 @@ class SQLiteJobStore:
 
     def finish(
         self, job_id: str, status: JobStatus, *, error: str | None = None,
-        promotion: Promotion | None = None,
+        promotion: Promotion | None = None, owner: str | None = None,
     ) -> bool:  # fmt: skip
         if status not in TERMINAL:
             raise ValueError(f"finish needs a terminal status, got {status!r}")
         if not self._exists():
             return False
         with self._write() as conn:
-            return _end(conn, job_id, status, error, promotion) is not None
+            return _end(conn, job_id, status, error, promotion, owner) is not None
+
+    def promote(
+        self, job_id: str, owner: str, models: ModelStore, artifact: Artifact, *, force: bool
+    ) -> Promotion | None:
+        """The version kept and the job ended in one write transaction: the job's row cannot
+        change (be cancelled or reaped) between the fence's check and the end."""
+        if not self._exists():
+            return None
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT model FROM jobs WHERE id = ? AND owner = ? AND status = 'running'"
+                " AND cancel_requested = 0",
+                (job_id, owner),
+            ).fetchone()
+            if row is None:
+                return None
+            promotion = models.promote(row["model"], artifact, force=force)
+            _end(conn, job_id, "succeeded", None, promotion, owner)
+        return promotion
 
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present (zero included)."""
@@ -318,8 +350,10 @@ def _end(
     status: JobStatus,
     error: str | None,
     promotion: Promotion | None = None,
+    owner: str | None = None,
 ) -> Job | None:
-    """End a job that has not ended yet; returns it, or None if it had ended (or is unknown)."""
+    """End a job that has not ended yet (and, with ``owner``, that owner holds); returns it, or
+    None if it had ended (or is unknown, or another's)."""
     version, promoted, promotion_reason = (
         (None, None, None)
         if promotion is None
@@ -327,16 +361,9 @@ def _end(
     )
     changed = conn.execute(
         "UPDATE jobs SET status = ?, error = ?, version = ?, promoted = ?, promotion_reason = ?,"
-        f" finished_at = ?, updated_at = ? WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",
-        (
-            status,
-            error,
-            version,
-            promoted,
-            promotion_reason,
-            utc_now_iso(),
-            utc_now_iso(precise=True),
-            job_id,
-        ),
-    ).rowcount
+        " finished_at = ?, updated_at = ? WHERE id = ? AND (? IS NULL OR owner = ?)"
+        f" AND status NOT IN {_TERMINAL_SQL}",
+        (status, error, version, promoted, promotion_reason, utc_now_iso(),
+         utc_now_iso(precise=True), job_id, owner, owner),
+    ).rowcount  # fmt: skip
     return _get(conn, job_id) if changed else None

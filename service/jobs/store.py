@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from service.jobs.record import Job, JobStatus
 
 if TYPE_CHECKING:  # not at run time: the training child imports this before NumPy may load
-    from service.modelstore import Promotion
+    from service.modelstore import ModelStore, Promotion
+    from trainer.artifacts import Artifact
 
 __all__ = ["JobStore", "QueueFull", "open_job_store"]
 
@@ -28,6 +29,9 @@ class JobStore(Protocol):
     # What open_job_store takes to open this store again in another process (a training child):
     # plain text, so the child can open it before anything heavy is imported; never a secret.
     location: str
+    # What a call may raise that trying again later can mend (a lost connection, a lock held
+    # too long): a training child retries these rather than lose its result.
+    transient: tuple[type[Exception], ...]
 
     def submit(
         self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int,
@@ -67,9 +71,11 @@ class JobStore(Protocol):
         ...
 
     def update_progress(
-        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None
-    ) -> None:
-        """Record where a running job is (and a finished epoch, if given)."""
+        self, job_id: str, progress: dict[str, Any], epoch_record: dict[str, Any] | None = None,
+        *, owner: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record where a running job is (and a finished epoch, if given); with ``owner``, only
+        while that owner runs it."""
         ...
 
     def is_cancel_requested(self, job_id: str) -> bool:
@@ -78,10 +84,20 @@ class JobStore(Protocol):
 
     def finish(
         self, job_id: str, status: JobStatus, *, error: str | None = None,
-        promotion: Promotion | None = None,
+        promotion: Promotion | None = None, owner: str | None = None,
     ) -> bool:  # fmt: skip
         """End a job (with the version it made, and whether and why it was promoted), unless it
-        has already ended; returns whether this call ended it."""
+        has already ended, or (``owner`` given) another owner holds it; returns whether this
+        call ended it."""
+        ...
+
+    def promote(
+        self, job_id: str, owner: str, models: ModelStore, artifact: Artifact, *, force: bool
+    ) -> Promotion | None:
+        """Keep the job's new version in ``models``, active as the promotion rule says, and end
+        the job succeeded: one step, fenced by owner and state. Only while ``owner`` runs the job
+        and nobody asked to cancel it; otherwise None, and nothing is kept. So an owner that was
+        given up for dead (its lease expired) and comes back promotes nothing."""
         ...
 
     def prune(self, keep: int) -> int:

@@ -39,7 +39,14 @@ from service.pg import MIGRATION_LOCK, Connection, migrate, open_pool, transacti
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
 
-__all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresModelStore"]
+__all__ = [
+    "CHANNEL",
+    "SCHEMA_VERSION",
+    "PostgresModelStore",
+    "from_bytes",
+    "promote_in",
+    "to_bytes",
+]
 
 SCHEMA_VERSION = 1
 CHANNEL = "softserve_models"  # NOTIFY'd with a model's name when its active version changes
@@ -140,13 +147,7 @@ class PostgresModelStore:
         check_name(name)
         data = to_bytes(artifact)
         with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
-            current = _active_in(conn, name)
-            promotion = decide_promotion(current, artifact, force=force)
-            _insert(conn, name, artifact, data)
-            if promotion.promoted:
-                _point(conn, name, artifact.version)
-        return promotion
+            return promote_in(conn, name, artifact, data, force=force)
 
     def activate(self, name: str, version: str) -> Artifact:
         artifact = self.load_version(name, version)  # validated before it is pointed at
@@ -198,6 +199,20 @@ class PostgresModelStore:
             f"the database {self.location} holds no models: set SOFTSERVE_SEED_DIR to a folder "
             "of <name>.npz artifacts to put some in on the first start"
         )
+
+
+def promote_in(
+    conn: Connection, name: str, artifact: Artifact, data: bytes, *, force: bool
+) -> Promotion:
+    """`PostgresModelStore.promote` within the transaction of ``conn`` (a job store's, which
+    ends the job in the same transaction); ``data`` is ``artifact``'s file (`to_bytes`)."""
+    check_name(name)
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
+    promotion = decide_promotion(_active_in(conn, name), artifact, force=force)
+    _insert(conn, name, artifact, data)
+    if promotion.promoted:
+        _point(conn, name, artifact.version)
+    return promotion
 
 
 def _active_row(conn: Connection, name: str) -> dict[str, Any] | None:

@@ -359,10 +359,12 @@ def test_two_runners_on_one_store_run_each_job_once(
     assert set(FolderModelStore(model_dir).versions("softmax")) == versions | {active}
 
 
-def _parent_of_a_training_child(job_id: str, db: str, model_dir: str, data_dir: Path) -> None:
+def _parent_of_a_training_child(
+    job_id: str, db: str, model_dir: str, data_dir: Path, owner: str
+) -> None:
     """Runs in a process the test kills: starts the training child, then waits to die."""
     child = multiprocessing.get_context("spawn").Process(
-        target=run_job, args=(job_id, db, model_dir, data_dir, os.getpid())
+        target=run_job, args=(job_id, db, model_dir, data_dir, os.getpid(), owner)
     )
     child.start()
     time.sleep(3600)
@@ -373,8 +375,9 @@ def test_a_child_whose_server_died_fails_the_job_as_interrupted(
 ) -> None:
     before = snapshot(model_dir)
     job = store.submit("softmax", LONG, False, queue_limit=8)
-    store.claim(new_owner_id(), concurrency=1)
-    args = (job.id, store.location, str(model_dir), synthetic_data_dir)
+    owner = new_owner_id()
+    store.claim(owner, concurrency=1)
+    args = (job.id, store.location, str(model_dir), synthetic_data_dir, owner)
     parent = multiprocessing.get_context("spawn").Process(
         target=_parent_of_a_training_child, args=args
     )

@@ -18,8 +18,14 @@ from service.jobs.postgres import PostgresJobStore
 from service.jobs.record import INTERRUPTED, STATUSES, TERMINAL
 from service.jobs.sqlite import SQLiteJobStore
 from service.jobs.store import JobStore, QueueFull, open_job_store
-from service.modelstore import Promotion
+from service.modelstore import ModelStore, Promotion
+from service.modelstore.folder import FolderModelStore
+from service.modelstore.postgres import PostgresModelStore
+from service.pg import env_url
 from tests.support.postgres import Postgres
+from tests.support.server import SHIPPED
+from trainer import artifacts
+from trainer.artifacts import Artifact
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -352,5 +358,109 @@ def test_the_queue_limit_holds_across_replicas(
             results = list(pool.map(_submit_many, [store.location] * 4, [10] * 4, [15] * 4))
         assert sum(a for a, _ in results) == 15 and sum(r for _, r in results) == 25
         assert store.counts()["queued"] == 15
+    finally:
+        store.close()
+
+
+# --- fencing: an owner's writes, and promotion ---------------------------------------------------
+
+
+@pytest.fixture
+def models(store: JobStore, tmp_path: Path) -> Iterator[ModelStore]:
+    """A model store beside ``store``: the folder beside SQLite, the same database beside
+    PostgreSQL (so promotion and the job's end are one transaction); shipped models seeded."""
+    opened: ModelStore
+    if isinstance(store, PostgresJobStore):
+        opened = PostgresModelStore(env_url(store.location))
+    else:
+        opened = FolderModelStore(tmp_path / "models")
+    opened.seed_from(SHIPPED)
+    yield opened
+    if isinstance(opened, PostgresModelStore):
+        opened.close()
+
+
+def new_version() -> Artifact:
+    shipped = artifacts.load(SHIPPED / "softmax.npz")
+    return Artifact(
+        shipped.weights, shipped.bias, shipped.meta | {"version": artifacts.new_version()}
+    )
+
+
+def test_an_owners_writes_are_fenced_by_owner(store: JobStore) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=5)
+    assert store.claim("w1", concurrency=1) is not None
+    store.update_progress(job.id, {"fraction": 0.5}, {"epoch": 1}, owner="w2")  # not its owner
+    assert store.get(job.id).progress is None  # type: ignore[union-attr]
+    assert not store.finish(job.id, "failed", error="not mine", owner="w2")
+    assert store.get(job.id).status == "running"  # type: ignore[union-attr]
+    store.update_progress(job.id, {"fraction": 0.5}, {"epoch": 1}, owner="w1")
+    assert store.get(job.id).history == [{"epoch": 1}]  # type: ignore[union-attr]
+    assert store.finish(job.id, "failed", error="mine", owner="w1")
+
+
+def test_promotion_keeps_the_version_and_ends_the_job_for_its_owner_only(
+    store: JobStore, models: ModelStore
+) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=5)
+    store.claim("w1", concurrency=1)
+    before, artifact = models.versions("softmax"), new_version()
+    assert store.promote(job.id, "w2", models, artifact, force=True) is None
+    assert models.versions("softmax") == before and store.get(job.id).status == "running"  # type: ignore[union-attr]
+    promotion = store.promote(job.id, "w1", models, artifact, force=True)
+    assert promotion is not None and promotion.promoted and promotion.version == artifact.version
+    done = store.get(job.id)
+    assert done is not None and done.status == "succeeded" and done.error is None
+    assert (done.version, done.promoted) == (artifact.version, True)
+    assert models.load_active("softmax").version == artifact.version
+
+
+def test_an_owner_given_up_for_dead_promotes_nothing(store: JobStore, models: ModelStore) -> None:
+    """Its lease expired and another owner reaped the job: when it comes back with a trained
+    version, nothing is kept and the job stays failed as interrupted."""
+    job = store.submit("softmax", {}, False, queue_limit=5)
+    store.claim("zombie", concurrency=1)
+    active, before = models.load_active("softmax").version, models.versions("softmax")
+    assert [j.id for j in store.reap(owner="w2", stale_after=0.0)] == [job.id]
+    assert store.promote(job.id, "zombie", models, new_version(), force=True) is None
+    assert models.versions("softmax") == before
+    assert models.load_active("softmax").version == active
+    store.update_progress(job.id, {"fraction": 1.0}, {"epoch": 9}, owner="zombie")
+    assert not store.finish(job.id, "succeeded", owner="zombie")
+    ended = store.get(job.id)
+    assert ended is not None and (ended.status, ended.error) == ("failed", INTERRUPTED)
+    assert ended.history == [] and ended.version is None
+
+
+def test_a_cancel_asked_for_before_the_promotion_keeps_nothing(
+    store: JobStore, models: ModelStore
+) -> None:
+    job = store.submit("softmax", {}, False, queue_limit=5)
+    store.claim("w1", concurrency=1)
+    store.request_cancel(job.id)
+    before = models.versions("softmax")
+    assert store.promote(job.id, "w1", models, new_version(), force=True) is None
+    assert models.versions("softmax") == before
+    assert store.finish(job.id, "cancelled", error="cancelled by request", owner="w1")
+
+
+def test_a_postgres_job_store_fences_a_promotion_into_a_model_folder(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Models elsewhere than the jobs' database: the job's row stays locked while the folder
+    keeps the version, so the fence still holds."""
+    postgres.empty()
+    store = PostgresJobStore(postgres.url)
+    models = FolderModelStore(tmp_path / "models")
+    models.seed_from(SHIPPED)
+    try:
+        job = store.submit("softmax", {}, False, queue_limit=5)
+        store.claim("w1", concurrency=1)
+        before, artifact = models.versions("softmax"), new_version()
+        assert store.promote(job.id, "w2", models, artifact, force=True) is None
+        assert models.versions("softmax") == before
+        promotion = store.promote(job.id, "w1", models, artifact, force=True)
+        assert promotion is not None and models.load_active("softmax").version == artifact.version
+        assert store.get(job.id).status == "succeeded"  # type: ignore[union-attr]
     finally:
         store.close()
