@@ -72,9 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def drift_figures() -> Mapping[str, Mapping[str, Any]]:
         return holder["state"].drift_report() if "state" in holder else {}
 
+    def database_status() -> Mapping[str, Any]:
+        return holder["state"].database_status() if "state" in holder else {}
+
     telemetry = Telemetry(
         served_models, job_counts, settings.prometheus_multiproc_dir, drift_figures,
-        settings.replica_name,
+        settings.replica_name, database_status,
     )  # fmt: skip
     writer = Writer(
         STDERR,

@@ -34,8 +34,10 @@ class Telemetry:
         multiprocess_dir: Path | None = None,
         drift: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
         replica: str = "",
+        database: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
-        """With ``multiprocess_dir`` (prometheus-client's multiprocess mode, which the
+        """``database``: the stores' status (`AppState.database_status`). With
+        ``multiprocess_dir`` (prometheus-client's multiprocess mode, which the
         PROMETHEUS_MULTIPROC_DIR environment variable must have switched on before the import),
         a scrape answered by any worker sums the requests of all of them."""
         own = CollectorRegistry(auto_describe=True)
@@ -88,7 +90,7 @@ class Telemetry:
                 counted, path=str(multiprocess_dir)
             )
             self._counted = [counted]
-        self.registry.register(_StateCollector(models, job_counts, replica))
+        self.registry.register(_StateCollector(models, job_counts, replica, database))
         self.registry.register(_DriftCollector(drift))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -148,10 +150,12 @@ class _StateCollector(Collector):
         models: Callable[[], Mapping[str, Served]],
         job_counts: Callable[[], Mapping[str, int]],
         replica: str = "",
+        database: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         self._models = models
         self._job_counts = job_counts
         self._replica = replica
+        self._database = database
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected on demand; nothing to pre-register
@@ -193,7 +197,38 @@ class _StateCollector(Collector):
             labels=["replica"],
         )
         replica.add_metric([self._replica], 1)
-        yield from (loss, acc, binary, jobs, replica)
+        active = GaugeMetricFamily(
+            "softserve_model_active_info",
+            "The version this worker serves, per model (1)",
+            labels=["replica", "model", "version"],
+        )
+        for name, served in sorted(self._models().items()):
+            active.add_metric([self._replica, name, served.version], 1)
+        yield from (loss, acc, binary, jobs, replica, active, *self._database_gauges())
+
+    def _database_gauges(self) -> Iterable[Metric]:
+        status = self._database()
+        if not status:
+            return
+        info = GaugeMetricFamily(
+            "softserve_database_info",
+            "Where jobs and models are kept (backend: sqlite or postgresql)",
+            labels=["replica", "backend"],
+        )
+        info.add_metric([self._replica, str(status.get("backend"))], 1)
+        yield info
+        if (connected := status.get("listener_connected")) is not None:
+            yield GaugeMetricFamily(
+                "softserve_database_listener_connected",
+                "1 while this worker's LISTEN connection to the database is up",
+                value=1.0 if connected else 0.0,
+            )
+        if (age := status.get("last_sync_seconds_ago")) is not None:
+            yield GaugeMetricFamily(
+                "softserve_database_last_sync_age_seconds",
+                "Seconds since this worker last synchronised its models with the database",
+                value=float(age),
+            )
 
 
 # Each drift figure in Prometheus: (name, help, key in the figures).

@@ -56,6 +56,11 @@ def test_metrics_and_jobs_name_the_replica(named: Server) -> None:
         assert client.get("/metrics").json()["replica"] == NAME
         text = client.get("/metrics", headers={"accept": "text/plain"}).text
         assert f'softserve_replica_info{{replica="{NAME}"}} 1.0' in text
+        version = client.get("/models/softmax").json()["version"]
+        labels = f'model="softmax",replica="{NAME}",version="{version}"'  # sorted, as written
+        assert f"softserve_model_active_info{{{labels}}} 1.0" in text
+        assert f'softserve_database_info{{backend="sqlite",replica="{NAME}"}} 1.0' in text
+        assert "softserve_database_listener_connected" not in text  # no listener on SQLite
         headers = {"authorization": f"Bearer {TOKEN}"}
         job = client.post("/train", json={"epochs": 1}, headers=headers).json()
         assert job["replica"] is None and job["worker"] is None  # not claimed yet

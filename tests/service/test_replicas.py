@@ -79,6 +79,13 @@ def test_both_replicas_serve_the_seeded_models_and_name_themselves(
         assert "softserve-test-password" not in response.text
         metrics = httpx.get(f"{server.url}/metrics").json()
         assert metrics["database"]["backend"] == "postgresql"
+        text = httpx.get(f"{server.url}/metrics", headers={"accept": "text/plain"}).text
+        assert f'softserve_database_info{{backend="postgresql",replica="{name}"}} 1.0' in text
+        assert "softserve_database_listener_connected 1.0" in text
+        assert "softserve_database_last_sync_age_seconds " in text
+        version = served(server)
+        labels = f'model="softmax",replica="{name}",version="{version}"'
+        assert f"softserve_model_active_info{{{labels}}} 1.0" in text
 
 
 def test_a_trained_version_and_an_activation_reach_every_replica(
