@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -201,6 +202,30 @@ def test_sixty_submits_at_once_run_each_accepted_job_exactly_once(
     assert set(started.values()) == {1}, started
     assert {r["replica"] for r in records} <= set(cluster.names)
     assert all(len(r["history"]) == 2 for r in records)  # one select epoch, one refit epoch
+
+
+def test_submitted_on_one_watched_on_a_second_and_cancelled_on_a_third(cluster: Cluster) -> None:
+    first = submit(cluster, LONG, via=0)
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("GET", f"{cluster.servers[1].url}/train/{first['job_id']}/events",
+                      timeout=60) as stream:  # fmt: skip
+        name, cancelled = "", None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, orjson.loads(line.removeprefix("data: "))))
+                if cancelled is None and name == "progress" and events[-1][1]["progress"]:
+                    cancelled = httpx.delete(f"{cluster.servers[2].url}/train/{first['job_id']}",
+                                             headers=AUTH, timeout=30)  # fmt: skip
+                    assert cancelled.status_code in (200, 202), cancelled.text
+                if name == "end":
+                    break
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "cancelled", events[-1]
+    assert any(body["status"] == "running" and body["progress"] for _, body in events)
+    record = job(cluster, first["job_id"], via=2)
+    assert record["status"] == "cancelled" and record["version"] is None
+    assert record["latest"] == events[-1][1]["latest"]
 
 
 def lb_predictions(cluster: Cluster) -> Sampler:
