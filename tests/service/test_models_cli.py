@@ -6,21 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from service.modelstore.postgres import PostgresModelStore
-from tests.support.postgres import Postgres, running_postgres
+from tests.support.postgres import Postgres
 from tests.support.server import REPO, SHIPPED, clean_env
 from trainer import artifacts
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
-        yield server
 
 
 def models(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -33,6 +24,7 @@ def models(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_import_into_the_database_and_export_back_to_a_servable_folder(
     postgres: Postgres, tmp_path: Path
 ) -> None:
+    postgres.empty()
     source = tmp_path / "source"
     shutil.copytree(SHIPPED, source)
     (source / "broken.npz").write_bytes(b"not an artifact")
