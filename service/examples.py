@@ -30,7 +30,9 @@ __all__ = [
 VERSION = "20261122T045742Z-1f3a1006"
 PIXELS: list[Any] = [0] * N_FEATURES
 LIVE: dict[str, Any] = {"status": "live", "pid": 1234}
-READY: dict[str, Any] = {"status": "ready", "models": {"softmax": VERSION}, "problems": {}}
+READY: dict[str, Any] = {
+    "status": "ready", "pid": 12345, "models": {"softmax": VERSION}, "problems": {},
+}  # fmt: skip
 PREDICTION: dict[str, Any] = {
     "model": "softmax",
     "version": VERSION,

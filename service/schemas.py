@@ -159,6 +159,7 @@ class DatabaseStatus(_Reply):
 class Ready(_Reply):
     model_config = _shown(examples.READY)
     status: Literal["ready"]
+    pid: int = Field(description="the worker that answered (several workers each load models)")
     models: dict[str, str] = Field(description="served model -> active version")
     problems: dict[str, str] = Field(description="model -> a problem that left it serving")
     database: DatabaseStatus | None = Field(

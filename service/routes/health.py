@@ -36,6 +36,7 @@ async def ready(request: Request) -> dict[str, Any]:
     registry = state.registry
     return {
         "status": "ready",
+        "pid": os.getpid(),
         "models": {name: served.version for name, served in sorted(registry.models.items())},
         "problems": dict(registry.problems),
         "database": state.database_status(),

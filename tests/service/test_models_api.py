@@ -111,6 +111,7 @@ def test_ready_lists_the_served_versions(
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
+        "pid": client.get("/health/live").json()["pid"],
         "models": {name: a.version for name, a in sorted(shipped.items())},
         "problems": {},
         "database": {

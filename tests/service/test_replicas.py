@@ -1,9 +1,10 @@
-"""Replicas sharing one real PostgreSQL (SOFTSERVE_DATABASE_URL): two `uvicorn` servers, each
-with its own state folder, seeded from the shipped models once. A version promoted or activated
-on either is served by both, through LISTEN/NOTIFY (the watchers' periodic re-read is set to an
-hour here, so only a notice can bring it soon); a job submitted on one is cancelled from the
-other; with the listener's connection killed a promotion still arrives; with the database down,
-predictions go on, readiness holds, training answers 503, and all of it comes back by itself."""
+"""Replicas sharing one real PostgreSQL (SOFTSERVE_DATABASE_URL): two `uvicorn` servers (the
+second with two workers, each of which must follow), each with its own state folder, seeded from
+the shipped models once. A version promoted or activated on either is served by every worker of
+both, through LISTEN/NOTIFY (the watchers' periodic re-read is set to an hour here, so only a
+notice can bring it soon); a job submitted on one is cancelled from the other; with the
+listener's connection killed a promotion still arrives; with the database down, predictions go
+on, readiness holds, training answers 503, and all of it comes back by itself."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.support.postgres import Postgres, running_postgres
+from tests.support.procs import worker_pids
 from tests.support.server import SHIPPED, Server, run_server, wait_for
 from trainer.data import find_files
 
@@ -46,7 +48,7 @@ def replicas(
         run_server(tmp_path_factory.mktemp("a"), env | {"SOFTSERVE_REPLICA_NAME": "a"},
                    watch_interval=3600) as a,
         run_server(tmp_path_factory.mktemp("b"), env | {"SOFTSERVE_REPLICA_NAME": "b"},
-                   watch_interval=3600) as b,
+                   watch_interval=3600, workers=2) as b,
     ):  # fmt: skip
         yield a, b
 
@@ -59,10 +61,24 @@ def listening(server: Server) -> bool:
     return bool(httpx.get(f"{server.url}/health/ready").json()["database"]["listener_connected"])
 
 
+def every_worker_serves(server: Server, version: str) -> bool:
+    """Whether each uvicorn worker of ``server`` serves ``version``: asked until every worker's
+    pid has answered (a new connection lands on whichever worker accepts it)."""
+    expected = set(worker_pids(server.process.pid)) or {server.process.pid}
+    seen: dict[int, str] = {}
+    for _ in range(50):
+        body = httpx.get(f"{server.url}/health/ready", timeout=10).json()
+        seen[body["pid"]] = body["models"]["softmax"]
+        if set(seen) >= expected:
+            break
+    return set(seen) == expected and all(v == version for v in seen.values())
+
+
 def every_replica_serves(replicas: tuple[Server, ...], version: str) -> float:
-    """Seconds until every replica serves ``version`` (generous deadline: no timing asserted)."""
+    """Seconds until every worker of every replica serves ``version`` (generous deadline: no
+    timing asserted)."""
     start = time.monotonic()
-    wait_for(lambda: all(served(r) == version for r in replicas), timeout=60)
+    wait_for(lambda: all(every_worker_serves(r, version) for r in replicas), timeout=60)
     return time.monotonic() - start
 
 
