@@ -102,11 +102,12 @@ def running_count(postgres: Postgres) -> int:
 
 
 class Sampler(threading.Thread):
-    """Calls ``probe`` every ``every`` seconds until stopped, keeping (time, result)."""
+    """Calls ``probe`` every ``every`` seconds until stopped, keeping (time, result); then
+    closes ``client``, if given (the one ``probe`` uses)."""
 
-    def __init__(self, probe: Any, every: float = 0.02) -> None:
+    def __init__(self, probe: Any, every: float = 0.02, client: httpx.Client | None = None) -> None:
         super().__init__(daemon=True)
-        self.probe, self.every = probe, every
+        self.probe, self.every, self.client = probe, every, client
         self.seen: list[tuple[float, Any]] = []
         self.done = threading.Event()
 
@@ -121,6 +122,8 @@ class Sampler(threading.Thread):
     def stop(self) -> list[tuple[float, Any]]:
         self.done.set()
         self.join(30)
+        if self.client is not None:
+            self.client.close()
         return self.seen
 
 
@@ -231,7 +234,7 @@ def test_submitted_on_one_watched_on_a_second_and_cancelled_on_a_third(cluster: 
 def lb_predictions(cluster: Cluster) -> Sampler:
     assert cluster.balancer is not None
     client = httpx.Client(base_url=cluster.balancer.url, timeout=10)
-    return Sampler(lambda: client.post("/predict", json=IMAGE).status_code, every=0.01)
+    return Sampler(lambda: client.post("/predict", json=IMAGE).status_code, 0.01, client)
 
 
 def test_a_killed_replica_loses_its_job_to_interruption_and_the_next_runs_elsewhere(
@@ -295,7 +298,9 @@ def test_a_database_restart_loses_no_prediction_and_no_job(
     samplers = []
     for server in cluster.servers:
         client = httpx.Client(base_url=server.url, timeout=10)
-        samplers.append(Sampler(lambda c=client: c.post("/predict", json=IMAGE).status_code))
+        samplers.append(
+            Sampler(lambda c=client: c.post("/predict", json=IMAGE).status_code, client=client)
+        )
     for sampler in samplers:
         sampler.start()
     postgres.restart("immediate")
