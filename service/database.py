@@ -54,7 +54,11 @@ class Database:
         self.url = url
         self.location = without_password(url)
         self.models = PostgresModelStore(url)
-        self.jobs = PostgresJobStore(url)
+        try:
+            self.jobs = PostgresJobStore(url)
+        except BaseException:
+            self.models.close()
+            raise
         self.listening = False
         self.last_sync: float | None = None  # time.time() of the last resynchronisation
         self.error: str | None = None  # the listener's last failure, while disconnected

@@ -28,6 +28,7 @@ __all__ = [
     "Connection",
     "env_url",
     "migrate",
+    "open_migrated",
     "open_pool",
     "transaction",
     "without_password",
@@ -78,6 +79,19 @@ def transaction(pool: ConnectionPool[Connection], lock: int | None = None) -> It
         if lock is not None:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         yield conn
+
+
+def open_migrated(
+    url: str, component: str, schema: str, version: int, *, size: int, timeout: float
+) -> ConnectionPool[Connection]:
+    """`open_pool`, then `migrate`; the pool is closed again if the migration fails."""
+    pool = open_pool(url, size=size, timeout=timeout)
+    try:
+        migrate(pool, component, schema, version)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 def migrate(pool: ConnectionPool[Connection], component: str, schema: str, version: int) -> None:

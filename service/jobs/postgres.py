@@ -39,7 +39,7 @@ from service.jobs.record import (
     JobStatus,
 )
 from service.jobs.store import QueueFull
-from service.pg import QUEUE_LOCK, Connection, migrate, open_pool, transaction, without_password
+from service.pg import QUEUE_LOCK, Connection, open_migrated, transaction, without_password
 from trainer.timestamps import utc_now_iso
 
 if TYPE_CHECKING:
@@ -76,8 +76,9 @@ class PostgresJobStore:
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
-        self._pool = open_pool(url, size=pool_size, timeout=timeout)
-        migrate(self._pool, "jobs", _SCHEMA, SCHEMA_VERSION)
+        self._pool = open_migrated(
+            url, "jobs", _SCHEMA, SCHEMA_VERSION, size=pool_size, timeout=timeout
+        )
 
     def close(self) -> None:
         """Close the pool's connections."""
@@ -247,7 +248,9 @@ class PostgresJobStore:
             if row is None:
                 return None
             if shared:
-                promotion = promote_in(conn, row["model"], artifact, data, force=force)
+                promotion = promote_in(
+                    conn, row["model"], artifact, data, force=force, job_id=job_id
+                )
             else:
                 promotion = models.promote(row["model"], artifact, force=force)
             _end(conn, job_id, "succeeded", None, promotion, owner)

@@ -2,7 +2,7 @@
 as the model folder, kept by the same suite.
 
 - Each version is stored once and never changed: name, version, kind, sha256, the `.npz` bytes,
-  its test accuracy and metrics, created_at.
+  its test accuracy and metrics, created_at, and the job that made it.
 - One row per model names its active version, with a counter that every change bumps (the
   stamp readers compare).
 - Promotion is one transaction: the model's row locked, the active version compared as
@@ -35,7 +35,7 @@ from service.modelstore import (
     check_version,
     decide_promotion,
 )
-from service.pg import MIGRATION_LOCK, Connection, migrate, open_pool, transaction, without_password
+from service.pg import MIGRATION_LOCK, Connection, open_migrated, transaction, without_password
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
 
@@ -48,7 +48,7 @@ __all__ = [
     "to_bytes",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each version names the job that made it
 CHANNEL = "softserve_models"  # NOTIFY'd with a model's name when its active version changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS softserve_model_versions (
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS softserve_model_versions (
     created_at TEXT NOT NULL, stored_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (name, version)
 );
+ALTER TABLE softserve_model_versions ADD COLUMN IF NOT EXISTS job_id TEXT;
 CREATE TABLE IF NOT EXISTS softserve_models (
     name TEXT PRIMARY KEY, active_version TEXT NOT NULL, changes BIGINT NOT NULL DEFAULT 1,
     FOREIGN KEY (name, active_version) REFERENCES softserve_model_versions (name, version)
@@ -90,8 +91,9 @@ class PostgresModelStore:
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
         self.location = without_password(url)
-        self._pool = open_pool(url, size=pool_size, timeout=timeout)
-        migrate(self._pool, "models", _SCHEMA, SCHEMA_VERSION)
+        self._pool = open_migrated(
+            url, "models", _SCHEMA, SCHEMA_VERSION, size=pool_size, timeout=timeout
+        )
 
     def close(self) -> None:
         """Close the pool's connections."""
@@ -202,14 +204,16 @@ class PostgresModelStore:
 
 
 def promote_in(
-    conn: Connection, name: str, artifact: Artifact, data: bytes, *, force: bool
-) -> Promotion:
+    conn: Connection, name: str, artifact: Artifact, data: bytes, *, force: bool,
+    job_id: str | None = None,
+) -> Promotion:  # fmt: skip
     """`PostgresModelStore.promote` within the transaction of ``conn`` (a job store's, which
-    ends the job in the same transaction); ``data`` is ``artifact``'s file (`to_bytes`)."""
+    ends job ``job_id`` in the same transaction; the version records it); ``data`` is
+    ``artifact``'s file (`to_bytes`)."""
     check_name(name)
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
     promotion = decide_promotion(_active_in(conn, name), artifact, force=force)
-    _insert(conn, name, artifact, data)
+    _insert(conn, name, artifact, data, job_id)
     if promotion.promoted:
         _point(conn, name, artifact.version)
     return promotion
@@ -236,14 +240,18 @@ def _active_in(conn: Connection, name: str) -> Artifact | None:
         return None
 
 
-def _insert(conn: Connection, name: str, artifact: Artifact, data: bytes) -> None:
-    """Store a version once: the same version again changes nothing (versions are immutable)."""
+def _insert(
+    conn: Connection, name: str, artifact: Artifact, data: bytes, job_id: str | None = None
+) -> None:
+    """Store a version once, with the job that made it (if any): the same version again
+    changes nothing (versions are immutable)."""
     conn.execute(
         "INSERT INTO softserve_model_versions (name, version, kind, sha256, npz, test_accuracy,"
-        " metrics, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " metrics, created_at, job_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (name, version) DO NOTHING",
         (name, artifact.version, artifact.kind, hashlib.sha256(data).hexdigest(), data,
-         artifact.test_accuracy, Jsonb(artifact.meta.get("metrics", {})), artifact.created_at),
+         artifact.test_accuracy, Jsonb(artifact.meta.get("metrics", {})), artifact.created_at,
+         job_id),
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from service.jobs.postgres import PostgresJobStore
@@ -464,3 +465,23 @@ def test_a_postgres_job_store_fences_a_promotion_into_a_model_folder(
         assert store.get(job.id).status == "succeeded"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_a_version_promoted_by_a_job_in_the_database_names_that_job(postgres: Postgres) -> None:
+    postgres.empty()
+    store, models = PostgresJobStore(postgres.url), PostgresModelStore(postgres.url)
+    try:
+        models.seed_from(SHIPPED)
+        job = store.submit("softmax", {}, False, queue_limit=5)
+        store.claim("w1", concurrency=1)
+        artifact = new_version()
+        assert store.promote(job.id, "w1", models, artifact, force=False) is not None
+        with psycopg.connect(postgres.url) as conn:
+            rows = conn.execute(
+                "SELECT version, job_id FROM softserve_model_versions WHERE name = 'softmax'"
+            ).fetchall()
+        seeded = artifacts.load(SHIPPED / "softmax.npz").version
+        assert dict(rows) == {seeded: None, artifact.version: job.id}
+    finally:
+        store.close()
+        models.close()
