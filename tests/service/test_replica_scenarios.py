@@ -244,8 +244,7 @@ def test_a_killed_replica_loses_its_job_to_interruption_and_the_next_runs_elsewh
     first = submit(cluster, LONG | {"force": True})
     victim_job = in_state(cluster, first["job_id"], {"running"}, interval=0.05)
     victim = cluster.names.index(victim_job["replica"])
-    children = training_children(cluster.servers[victim].process.pid)
-    assert len(children) == 1
+    children = child_of(cluster, victim)
     following = submit(cluster, QUICK, via=(victim + 1) % 3)
     sampler = lb_predictions(cluster)
     sampler.start()
@@ -276,7 +275,7 @@ def test_a_lost_host_has_its_job_failed_within_the_lease(cluster: Cluster) -> No
     first = submit(cluster, LONG | {"force": True})
     running = in_state(cluster, first["job_id"], {"running"}, interval=0.05)
     victim = cluster.names.index(running["replica"])
-    children = training_children(cluster.servers[victim].process.pid)
+    children = child_of(cluster, victim)
     versions_before = set(cluster_versions(cluster))
     cluster.kill(victim)
     for pid in children:
@@ -319,6 +318,14 @@ def test_a_database_restart_loses_no_prediction_and_no_job(
 
     wait_for(activated, timeout=60)  # the pools may still be reconnecting: 503 until then
     wait_for(lambda: cluster.serving(previous), timeout=60)
+
+
+def child_of(cluster: Cluster, i: int) -> list[int]:
+    """The one training process of replica ``i`` (a job is marked running when claimed, a
+    moment before its process starts)."""
+    children = wait_for(lambda: training_children(cluster.servers[i].process.pid), timeout=30)
+    assert len(children) == 1, children
+    return children
 
 
 def cluster_versions(cluster: Cluster, via: int = 0) -> list[str]:
