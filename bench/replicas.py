@@ -17,14 +17,16 @@ and the balancer cost a prediction.
    the folder backend (SQLite and the model folder), under wrk as `bench.serve` measures:
    `python -m service` with the access log off, pinned to one core, wrk on the other; one image
    as JSON, then a raw batch answered raw. Both start afresh for each run and are measured one
-   right after the other, the order reversed every run. Beside req/s, the server's CPU time per
-   request (from /proc over the measured run): a neighbour sharing the core does not move it,
-   though a slower spell of the machine does.
+   right after the other, in each of the six orders in turn. Beside req/s, the server's CPU time
+   per request (from /proc over the measured run): a neighbour sharing the core does not move
+   it, though a slower spell of the machine does. And the database's own count of transactions
+   per 1000 predictions while the PostgreSQL replica was measured: the proof that none of them
+   asks the database, which timings on this machine are too noisy to give.
 3. The balancer's cost: that PostgreSQL replica through haproxy (`tests.support.haproxy`, the
    replica its only backend; haproxy pinned to wrk's core, so the replica keeps its core to
-   itself as when asked directly) against the same process asked directly, the order swapped
-   every run. This is what haproxy adds to a request, not whether replicas scale: on two cores
-   they could not, as three replicas, wrk and haproxy would share them.
+   itself as when asked directly) against the same process asked directly. This is what
+   haproxy adds to a request, not whether replicas scale: on two cores they could not, as three
+   replicas, wrk and haproxy would share them.
 
 Prints tables of medians and the ratios beside their targets; never asserts.
 """
@@ -32,6 +34,7 @@ Prints tables of medians and the ratios beside their targets; never asserts.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -44,11 +47,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from bench import serve
 from bench.serve import Kind, Run
@@ -206,11 +210,24 @@ class Measured:
 
     run: Run
     cpu_us: float  # the server's CPU time per request (user and system, every thread)
+    db_per_1000: float | None = None  # database transactions per 1000 requests (PostgreSQL)
 
     @property
     def per_cpu(self) -> float:
         """Requests per second of the server's CPU: a busy neighbour slows the clock, not this."""
         return 1e6 / self.cpu_us
+
+
+def transactions(postgres: Postgres) -> int:
+    """Transactions the database has ended so far, as its statistics count them (flushed within
+    about a second: a query per prediction would show as thousands, the replica's once-a-second
+    re-read of the active versions as a few)."""
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -261,10 +278,18 @@ def throughput(
                        (POSTGRES, replica.url, replica.process.pid),
                        (BALANCED, balancer.url, replica.process.pid)]  # fmt: skip
             # the three one after the other, so that a slow spell of the machine falls on all;
-            # every JSON run before any batch, as bench.serve does; the order reversed every run
+            # every JSON run before any batch, as bench.serve does; the order is each of the six
+            # in turn, so that no server keeps the same place (the first, the middle) every run
+            order = list(itertools.permutations(targets))[i % 6]
             for kind in kinds:
-                for name, url, pid in targets if i % 2 == 0 else targets[::-1]:
+                for name, url, pid in order:
+                    before = transactions(postgres)
                     got = measure(url, pid, kind, bodies, args, wrk_pin)
+                    if name != FOLDER:  # both PostgreSQL rows are the replica on the database
+                        sent = got.run.rps * (args.seconds + 1.0)  # with wrk's warm-up second
+                        got = replace(
+                            got, db_per_1000=(transactions(postgres) - before) / sent * 1000
+                        )
                     res.setdefault((name, kind.name), []).append(got)
                     run = got.run
                     flag = f"  ERRORS {run.errors}" if run.errors else ""
@@ -306,14 +331,16 @@ def ratio_rows(res: dict[tuple[str, str], list[Measured]], batch: int) -> list[l
 
 def summary(name: str, measured: list[Measured], per_request: int) -> list[str]:
     cpu = statistics.median(m.cpu_us for m in measured)
-    return [*serve.summary(name, [m.run for m in measured], per_request), f"{cpu:.0f}"]
+    counted = [m.db_per_1000 for m in measured if m.db_per_1000 is not None]
+    db = f"{statistics.median(counted):.2f}" if counted else "-"
+    return [*serve.summary(name, [m.run for m in measured], per_request), f"{cpu:.0f}", db]
 
 
 def throughput_tables(res: dict[tuple[str, str], list[Measured]], args: argparse.Namespace) -> str:
     names = (FOLDER, POSTGRES, BALANCED)
     single = [summary(name, res[name, "json"], 1) for name in names]
     batched = [summary(name, res[name, "raw-out"], args.batch) for name in names]
-    header = [*serve.HEADER, "server CPU us/req"]
+    header = [*serve.HEADER, "server CPU us/req", "DB transactions per 1000 req"]
     return "\n\n".join([
         f"One image as JSON, POST /predict ({args.connections} connections, {args.seconds:g} s "
         f"per run, medians over {args.runs} runs):",
