@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "database and haproxy cost a prediction.",
     )
     add = parser.add_argument
-    add("--runs", type=int, default=6, help="throughput runs of each server (%(default)s)")
+    add("--runs", type=int, default=12, help="throughput runs of each server (%(default)s)")
     add("--seconds", type=float, default=3.0, help="seconds of each wrk run (%(default)s)")
     add("--promotions", type=int, default=20, help="promotions by activation (%(default)s)")
     add("--trainings", type=int, default=3, help="promotions by training first (%(default)s)")
