@@ -160,11 +160,18 @@ class JobRunner:
         _LIVE_OWNERS.discard(self.owner)
 
     async def _loop(self) -> None:
+        failing = False  # a failure is logged once, not every pass until the store is back
         while not self._stopping:
             try:
                 await self._tick()
-            except Exception:  # e.g. a disk error: keep scheduling, the next pass may succeed
-                log.exception("job runner pass failed")
+            except Exception:  # e.g. a lost database: keep scheduling, the next pass may succeed
+                if not failing:
+                    log.exception("job runner pass failed; retrying every %ss", self.poll_interval)
+                failing = True
+            else:
+                if failing:
+                    log.info("job runner passes succeed again")
+                failing = False
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):

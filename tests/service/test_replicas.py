@@ -187,3 +187,7 @@ def test_with_the_database_down_predictions_go_on_and_training_says_why(
 
     back = wait_for(accepted, timeout=120, interval=1.0)
     assert back.json()["status"] == "queued"
+    # the scheduler failed every half second while the database was away: said once, not each
+    # time, and its recovery said too
+    wait_for(lambda: "job runner passes succeed again" in a.log_text(), timeout=30)
+    assert 1 <= a.log_text().count("job runner pass failed") <= 2
