@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -26,6 +26,7 @@ __all__ = [
     "MIGRATION_LOCK",
     "QUEUE_LOCK",
     "Connection",
+    "Tables",
     "env_url",
     "migrate",
     "open_migrated",
@@ -114,3 +115,28 @@ def migrate(pool: ConnectionPool[Connection], component: str, schema: str, versi
             " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
             (component, version),
         )
+
+
+class Tables:
+    """What a PostgreSQL store is built on: ``location`` (the URL without its password), a
+    checked pool, and its component's tables migrated when it opens. A store sets
+    ``component``, ``schema`` and ``schema_version``."""
+
+    component: ClassVar[str]
+    schema: ClassVar[str]
+    schema_version: ClassVar[int]
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
+        self.location = without_password(url)
+        self._pool = open_migrated(
+            url, self.component, self.schema, self.schema_version, size=pool_size,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self._pool.close()
+
+    def _tx(self, lock: int | None = None) -> AbstractContextManager[Connection]:
+        """One transaction (`transaction`) on this store's pool."""
+        return transaction(self._pool, lock)

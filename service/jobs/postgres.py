@@ -22,7 +22,6 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +36,10 @@ from service.jobs.record import (
     TERMINAL,
     Job,
     JobStatus,
+    outcome,
 )
 from service.jobs.store import QueueFull
-from service.pg import QUEUE_LOCK, Connection, open_migrated, transaction, without_password
+from service.pg import QUEUE_LOCK, Connection, Tables
 from trainer.timestamps import utc_now_iso
 
 if TYPE_CHECKING:
@@ -69,23 +69,12 @@ def _job(row: dict[str, Any]) -> Job:
     return Job(**{name: row[name] for name in _FIELDS})
 
 
-class PostgresJobStore:
+class PostgresJobStore(Tables):
     """The ``softserve_jobs`` table of the database at ``url`` (a `JobStore`)."""
 
     transient: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
-        self.location = without_password(url)
-        self._pool = open_migrated(
-            url, "jobs", _SCHEMA, SCHEMA_VERSION, size=pool_size, timeout=timeout
-        )
-
-    def close(self) -> None:
-        """Close the pool's connections."""
-        self._pool.close()
-
-    def _tx(self, lock: int | None = None) -> AbstractContextManager[Connection]:
-        return transaction(self._pool, lock)
+    component, schema, schema_version = "jobs", _SCHEMA, SCHEMA_VERSION
 
     def submit(
         self, model: str, params: dict[str, Any], force: bool, *, queue_limit: int,
@@ -289,11 +278,7 @@ def _end(
 ) -> Job | None:
     """End a job that has not ended yet (and, with ``owner``, that owner holds); returns it, or
     None if it had ended (or is unknown, or another's)."""
-    version, promoted, reason = (
-        (None, None, None)
-        if promotion is None
-        else (promotion.version, promotion.promoted, promotion.reason)
-    )
+    version, promoted, reason = outcome(promotion)
     row = conn.execute(
         "UPDATE softserve_jobs SET status = %s, error = %s, version = %s, promoted = %s,"
         " promotion_reason = %s, finished_at = %s, updated_at = %s"

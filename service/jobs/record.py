@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from trainer.timestamps import parse_utc
 
-__all__ = ["CANCELLED_BEFORE_START", "INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus"]
+if TYPE_CHECKING:  # not at run time: the training child imports this before NumPy may load
+    from service.modelstore import Promotion
+
+__all__ = [
+    "CANCELLED_BEFORE_START", "INTERRUPTED", "STATUSES", "TERMINAL", "Job", "JobStatus", "outcome",
+]  # fmt: skip
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -76,3 +81,11 @@ class Job:
         out["replica"], out["worker"] = self.replica, self.worker
         out["latest"] = self.latest
         return out
+
+
+def outcome(promotion: Promotion | None) -> tuple[str | None, bool | None, str | None]:
+    """The ``version``, ``promoted`` and ``promotion_reason`` a job ends with: all None when it
+    made no version."""
+    if promotion is None:
+        return None, None, None
+    return promotion.version, promotion.promoted, promotion.reason

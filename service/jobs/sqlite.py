@@ -29,6 +29,7 @@ from service.jobs.record import (
     TERMINAL,
     Job,
     JobStatus,
+    outcome,
 )
 from service.jobs.store import QueueFull
 from trainer.timestamps import utc_now_iso
@@ -354,11 +355,7 @@ def _end(
 ) -> Job | None:
     """End a job that has not ended yet (and, with ``owner``, that owner holds); returns it, or
     None if it had ended (or is unknown, or another's)."""
-    version, promoted, promotion_reason = (
-        (None, None, None)
-        if promotion is None
-        else (promotion.version, promotion.promoted, promotion.reason)
-    )
+    version, promoted, promotion_reason = outcome(promotion)
     changed = conn.execute(
         "UPDATE jobs SET status = ?, error = ?, version = ?, promoted = ?, promotion_reason = ?,"
         " finished_at = ?, updated_at = ? WHERE id = ? AND (? IS NULL OR owner = ?)"

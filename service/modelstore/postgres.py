@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Hashable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from service.modelstore import (
     check_version,
     decide_promotion,
 )
-from service.pg import MIGRATION_LOCK, Connection, open_migrated, transaction, without_password
+from service.pg import MIGRATION_LOCK, Connection, Tables
 from trainer import artifacts
 from trainer.artifacts import Artifact, ArtifactError
 
@@ -86,21 +85,10 @@ def from_bytes(data: bytes, name: str, version: str) -> Artifact:
     return artifact
 
 
-class PostgresModelStore:
+class PostgresModelStore(Tables):
     """Models in the database at ``url`` (a `ModelStore`)."""
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
-        self.location = without_password(url)
-        self._pool = open_migrated(
-            url, "models", _SCHEMA, SCHEMA_VERSION, size=pool_size, timeout=timeout
-        )
-
-    def close(self) -> None:
-        """Close the pool's connections."""
-        self._pool.close()
-
-    def _tx(self, lock: int | None = None) -> AbstractContextManager[Connection]:
-        return transaction(self._pool, lock)
+    component, schema, schema_version = "models", _SCHEMA, SCHEMA_VERSION
 
     def names(self) -> list[str]:
         with self._tx() as conn:
