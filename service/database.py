@@ -26,7 +26,6 @@ import psycopg_pool
 from service.errors import ServiceUnavailable
 from service.jobs.postgres import PostgresJobStore
 from service.modelstore.postgres import CHANNEL, PostgresModelStore
-from service.pg import without_password
 
 __all__ = ["FAILURES", "Database", "unavailable"]
 
@@ -52,13 +51,13 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.location = without_password(url)
         self.models = PostgresModelStore(url)
         try:
             self.jobs = PostgresJobStore(url)
         except BaseException:
             self.models.close()
             raise
+        self.location = self.models.location  # without the password
         self.listening = False
         self.last_sync: float | None = None  # time.time() of the last resynchronisation
         self.error: str | None = None  # the listener's last failure, while disconnected

@@ -173,7 +173,13 @@ class _StateCollector(Collector):
             "Binary metrics of the active version",
             labels=[*labels, "metric"],
         )
+        active = GaugeMetricFamily(
+            "softserve_model_active_info",
+            "The version this worker serves, per model (1)",
+            labels=["replica", "model", "version"],
+        )
         for name, served in sorted(self._models().items()):
+            active.add_metric([self._replica, name, served.version], 1)
             for split in SPLITS:
                 values = served.artifact.metrics(split)
                 key = [name, served.version, split]
@@ -197,13 +203,6 @@ class _StateCollector(Collector):
             labels=["replica"],
         )
         replica.add_metric([self._replica], 1)
-        active = GaugeMetricFamily(
-            "softserve_model_active_info",
-            "The version this worker serves, per model (1)",
-            labels=["replica", "model", "version"],
-        )
-        for name, served in sorted(self._models().items()):
-            active.add_metric([self._replica, name, served.version], 1)
         yield from (loss, acc, binary, jobs, replica, active, *self._database_gauges())
 
     def _database_gauges(self) -> Iterable[Metric]:
