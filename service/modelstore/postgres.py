@@ -142,7 +142,7 @@ class PostgresModelStore(Tables):
     def activate(self, name: str, version: str) -> Artifact:
         artifact = self.load_version(name, version)  # validated before it is pointed at
         with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
+            _lock(conn, name)
             _point(conn, name, version)
         return artifact
 
@@ -199,12 +199,18 @@ def promote_in(
     ends job ``job_id`` in the same transaction; the version records it); ``data`` is
     ``artifact``'s file (`to_bytes`)."""
     check_name(name)
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
+    _lock(conn, name)
     promotion = decide_promotion(_active_in(conn, name), artifact, force=force)
     _insert(conn, name, artifact, data, job_id)
     if promotion.promoted:
         _point(conn, name, artifact.version)
     return promotion
+
+
+def _lock(conn: Connection, name: str) -> None:
+    """Hold ``name``'s advisory lock until the transaction ends: its promotions and activations
+    take turns."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{name}",))
 
 
 def _active_row(conn: Connection, name: str) -> dict[str, Any] | None:
