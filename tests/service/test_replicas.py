@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.cluster import served
 from tests.support.postgres import Postgres, running_postgres
 from tests.support.procs import worker_pids
 from tests.support.server import SHIPPED, Server, run_server, wait_for
@@ -51,10 +52,6 @@ def replicas(
                    watch_interval=3600, workers=2) as b,
     ):  # fmt: skip
         yield a, b
-
-
-def served(server: Server) -> str:
-    return str(httpx.get(f"{server.url}/models/softmax", timeout=10).json()["version"])
 
 
 def listening(server: Server) -> bool:

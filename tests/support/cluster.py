@@ -18,10 +18,15 @@ from tests.support.haproxy import Balancer, running_haproxy
 from tests.support.postgres import Postgres
 from tests.support.server import SHIPPED, Server, free_port, run_server, wait_for
 
-__all__ = ["TOKEN", "Cluster", "running_cluster"]
+__all__ = ["AUTH", "TOKEN", "Cluster", "running_cluster", "served"]
 
 TOKEN = "cluster-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def served(server: Server, model: str = "softmax") -> str:
+    """The version of ``model`` that ``server`` (one of its workers) serves."""
+    return str(httpx.get(f"{server.url}/models/{model}", timeout=10).json()["version"])
 
 
 @dataclass
@@ -64,7 +69,7 @@ class Cluster:
         return pid
 
     def served(self, i: int, model: str = "softmax") -> str:
-        return str(httpx.get(f"{self.servers[i].url}/models/{model}", timeout=10).json()["version"])
+        return served(self.servers[i], model)
 
     def serving(self, version: str, model: str = "softmax") -> bool:
         return all(self.served(i, model) == version for i in range(len(self.servers)))
